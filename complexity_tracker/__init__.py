@@ -1,0 +1,23 @@
+"""complexity_tracker: transformation complexity of piecewise-linear (ReLU) networks.
+
+Implements the metrics of Ren et al., "Towards Theoretical Analysis of Transformation
+Complexity of ReLU DNNs" (ICML 2022).  All complexity values are in bits.
+"""
+
+from .errors import ComplexityTrackerError
+from .gating import PackedStates, capture_gating_states, find_gating_modules
+from .metrics import ComplexityReport, LayerComplexity, class_balanced_probe, measure_complexity
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ComplexityReport",
+    "ComplexityTrackerError",
+    "LayerComplexity",
+    "PackedStates",
+    "capture_gating_states",
+    "class_balanced_probe",
+    "find_gating_modules",
+    "measure_complexity",
+    "__version__",
+]

@@ -1,0 +1,1 @@
+"""The ``complexity-tracker`` command line."""

@@ -1,0 +1,229 @@
+"""Entropy estimators for (N, d) binary matrices of gating states.
+
+All values are in bits.
+
+* ``kde``: the kernel (Kolchinsky-Tracey pairwise) estimate used by the paper's code,
+  ``H = -(1/N) sum_i log2((1/N) sum_j exp(-||s_i - s_j||^2 / (2 lam d)))``, self term
+  included.  It lies in ``[0, log2 N]`` and measures cluster structure at Hamming scale
+  about ``lam * d``; it is not the Shannon entropy of the gating patterns.
+* ``plugin``: exact counting of distinct patterns (optionally Miller-Madow corrected).
+  Accurate only when patterns repeat, i.e. for small layers.
+
+Inputs may be numpy arrays or torch tensors (bool, uint8, int or float holding 0/1),
+or :class:`~complexity_tracker.gating.PackedStates`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from .errors import ComplexityTrackerError
+from .gating import PackedStates
+
+#: Default kernel width for vector layers and for feature maps (as in the paper's code).
+DEFAULT_LAM_VECTOR = 0.01
+DEFAULT_LAM_CONV = 0.04
+
+_LN2 = math.log(2.0)
+
+
+class InvalidStatesError(ComplexityTrackerError, ValueError):
+    """A state matrix is not an (N, d) 0/1 matrix with N, d >= 1."""
+
+
+def as_packed(states: np.ndarray | torch.Tensor | PackedStates) -> PackedStates:
+    """Validate an (N, d) 0/1 matrix and pack it (one bit per unit)."""
+    if isinstance(states, PackedStates):
+        return states
+    array = states.detach().cpu().numpy() if isinstance(states, torch.Tensor) else np.asarray(states)
+    if array.ndim != 2 or array.shape[0] < 1 or array.shape[1] < 1:
+        raise InvalidStatesError(
+            f"states must be a 2-D (N samples, d units) matrix with N, d >= 1; got shape {array.shape}"
+        )
+    if array.dtype != bool:
+        if not np.issubdtype(array.dtype, np.number):
+            raise InvalidStatesError(f"states must be numeric or bool, got dtype {array.dtype}")
+        if not np.isin(array, (0, 1)).all():
+            bad = array[~np.isin(array, (0, 1))].ravel()[:3]
+            raise InvalidStatesError(
+                f"states must be binary (0/1 gating states); found values such as {bad.tolist()}. "
+                "Threshold pre-activations with z >= 0 first."
+            )
+    return PackedStates.from_binary(array)
+
+
+def _check_lam(lam: float) -> float:
+    if not (isinstance(lam, (int, float)) and math.isfinite(lam) and lam > 0):
+        raise ValueError(f"lam must be a finite number > 0 (kernel width as a fraction of d), got {lam!r}")
+    return float(lam)
+
+
+def _gram_and_counts(
+    packed: PackedStates, device: torch.device, column_bytes: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``G = S S^T`` (float32, exact for 0/1 data and d < 2^24) and row popcounts."""
+    n = packed.n_samples
+    gram = torch.zeros((n, n), dtype=torch.float32, device=device)
+    counts = torch.zeros(n, dtype=torch.float32, device=device)
+    for start in range(0, packed.bits.shape[1], column_bytes):
+        block = torch.from_numpy(packed.unpack(slice(start, start + column_bytes))).to(device)
+        block = block.to(torch.float32)
+        gram.addmm_(block, block.T)
+        counts += block.sum(dim=1)
+    return gram, counts
+
+
+def kde_entropy(
+    states: np.ndarray | torch.Tensor | PackedStates,
+    lam: float = DEFAULT_LAM_VECTOR,
+    *,
+    row_chunk: int = 1024,
+    device: str | torch.device | None = None,
+) -> float:
+    """Kernel estimate of the entropy of binary gating states, in bits.
+
+    Args:
+        states: (N, d) 0/1 matrix (numpy, torch, or packed).
+        lam: kernel width as a fraction of d (0.01 for vector layers, 0.04 for conv maps).
+        row_chunk: rows per float64 log-sum-exp block; memory is O(N * row_chunk) beyond the
+            (N, N) float32 Gram matrix.
+        device: where to compute (default: the tensor's device, else CPU).
+
+    Returns:
+        The estimate in bits, in ``[0, log2 N]``.
+    """
+    lam = _check_lam(lam)
+    if device is None:
+        device = states.device if isinstance(states, torch.Tensor) else torch.device("cpu")
+    packed = as_packed(states)
+    n, d = packed.n_samples, packed.d
+    gram, counts = _gram_and_counts(packed, torch.device(device), column_bytes=max(1, 8192 // 8))
+    scale = 1.0 / (2.0 * lam * d)
+    counts64 = counts.to(torch.float64)
+    total = 0.0
+    for start in range(0, n, row_chunk):
+        rows = slice(start, start + row_chunk)
+        hamming = counts64[rows, None] + counts64[None, :] - 2.0 * gram[rows].to(torch.float64)
+        total += torch.logsumexp(-hamming * scale, dim=1).sum().item()
+    # H = -(1/N) sum_i [lse_i - log N], converted from nats to bits
+    return max(0.0, (math.log(n) - total / n) / _LN2)
+
+
+def kde_entropy_reference(states: np.ndarray, lam: float = DEFAULT_LAM_VECTOR) -> float:
+    """The same kernel estimate as :func:`kde_entropy`, one row at a time (slow, for validation).
+
+    This is the paper code's formulation; it exists to check the vectorised version.
+    """
+    lam = _check_lam(lam)
+    s = as_packed(states).unpack().astype(np.float64)
+    n, d = s.shape
+    total = 0.0
+    for i in range(n):
+        distances = ((s - s[i]) ** 2).sum(axis=1)
+        total += np.log(np.mean(np.exp(-distances / (2.0 * lam * d))))
+    return float(-total / n / _LN2)
+
+
+def plugin_entropy(states: np.ndarray | torch.Tensor | PackedStates, *, miller_madow: bool = False) -> float:
+    """Plug-in (maximum-likelihood) entropy of the empirical pattern distribution, in bits.
+
+    Args:
+        states: (N, d) 0/1 matrix.
+        miller_madow: add the Miller-Madow bias correction ``(K - 1) / (2 N ln 2)`` bits,
+            K = number of distinct patterns observed.
+
+    Note: saturates at log2 N once every pattern is distinct.
+    """
+    packed = as_packed(states)
+    _, counts = np.unique(packed.bits, axis=0, return_counts=True)
+    p = counts / counts.sum()
+    entropy = float(-(p * np.log2(p)).sum())
+    if miller_madow:
+        entropy += (len(counts) - 1) / (2.0 * packed.n_samples * _LN2)
+    return max(0.0, entropy)
+
+
+def activation_rates(states: np.ndarray | torch.Tensor | PackedStates) -> np.ndarray:
+    """Fraction of samples in which each unit's gate is open, shape (d,)."""
+    packed = as_packed(states)
+    ones = np.zeros(packed.bits.shape[1] * 8, dtype=np.int64)
+    step = 4096
+    for start in range(0, packed.bits.shape[1], step):
+        block = packed.unpack(slice(start, start + step))
+        ones[start * 8 : start * 8 + block.shape[1]] = block.sum(axis=0)
+    return ones[: packed.d] / packed.n_samples
+
+
+def marginal_entropy_sum(states: np.ndarray | torch.Tensor | PackedStates) -> float:
+    """C = sum over units of the binary entropy h(p_i) of each gate's open rate, in bits."""
+    p = activation_rates(states)
+    p = p[(p > 0) & (p < 1)]
+    return float(-(p * np.log2(p) + (1 - p) * np.log2(1 - p)).sum())
+
+
+class EntropyEstimator(Protocol):
+    """Maps packed gating states to an entropy in bits, and describes itself."""
+
+    name: str
+
+    def entropy(self, states: PackedStates) -> float: ...
+
+    def params(self) -> dict[str, float | str | bool]: ...
+
+
+@dataclass(frozen=True)
+class KDEEstimator:
+    """The paper's kernel estimate; ``lam=None`` picks 0.01 for vectors, 0.04 when any layer is a map.
+
+    ``lam`` is resolved per state matrix (by its ``is_conv``) unless given explicitly.
+    """
+
+    lam: float | None = None
+    name: str = field(default="kde", init=False)
+
+    def __post_init__(self) -> None:
+        if self.lam is not None:
+            _check_lam(self.lam)
+
+    def lam_for(self, states: PackedStates) -> float:
+        if self.lam is not None:
+            return self.lam
+        return DEFAULT_LAM_CONV if states.is_conv else DEFAULT_LAM_VECTOR
+
+    def entropy(self, states: PackedStates) -> float:
+        return kde_entropy(states, self.lam_for(states))
+
+    def params(self) -> dict[str, float | str | bool]:
+        return {"lam": self.lam if self.lam is not None else "auto(0.01 vector, 0.04 conv)"}
+
+
+@dataclass(frozen=True)
+class PluginEstimator:
+    """Exact pattern counting; ``miller_madow`` adds the bias correction."""
+
+    miller_madow: bool = False
+    name: str = field(default="plugin", init=False)
+
+    def entropy(self, states: PackedStates) -> float:
+        return plugin_entropy(states, miller_madow=self.miller_madow)
+
+    def params(self) -> dict[str, float | str | bool]:
+        return {"miller_madow": self.miller_madow}
+
+
+ESTIMATORS = {"kde": KDEEstimator, "plugin": PluginEstimator}
+
+
+def make_estimator(name: str, **params: float | bool | None) -> EntropyEstimator:
+    """Build an estimator by name (``"kde"`` or ``"plugin"``) with its parameters."""
+    if name not in ESTIMATORS:
+        raise ValueError(f"unknown estimator {name!r}; choose one of {sorted(ESTIMATORS)}")
+    try:
+        return ESTIMATORS[name](**params)
+    except TypeError as exc:
+        raise ValueError(f"bad parameters {params} for estimator {name!r}: {exc}") from None

@@ -33,12 +33,15 @@ class RunConfig:
     model: str = "mlp"
     depth: int = 4
     width: int = 128
+    dropout: float = 0.2
     # data
     dataset: str = "digits"
     data_dir: str | None = None
     task_order: int = 2
+    synthetic_dim: int = 16
     n_train: int = 2000
     n_test: int = 1000
+    data_seed: int = 0
     # optimisation
     epochs: int = 20
     batch_size: int = 64
@@ -55,6 +58,9 @@ class RunConfig:
     lam: float = 0.0
     loss_layers: list[str] | None = None
     loss_every: int = 1
+    loss_beta: float = 100.0
+    ebm_steps: int = 5
+    ebm_tau: float = 1e-3
     # adversarial training (PGD-Linf through torchattacks)
     adversarial_training: bool = False
     adv_eps: float = 0.1
@@ -82,12 +88,25 @@ class RunConfig:
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"{name}={getattr(self, name)!r} is not one of {', '.join(allowed)}")
         for name in ("depth", "width", "epochs", "batch_size", "probe_per_class", "measure_every", "loss_every",
-                     "task_order", "n_train", "n_test"):
+                     "task_order", "n_train", "n_test", "synthetic_dim", "ebm_steps"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
         if not (math.isfinite(self.lam) and self.lam >= 0):
             raise ConfigError(f"lam must be a finite number >= 0 (the complexity-loss weight), got {self.lam!r}")
+        if not (isinstance(self.data_seed, int) and self.data_seed >= 0):
+            raise ConfigError(f"data_seed must be an integer >= 0, got {self.data_seed!r}")
+        for name in ("loss_beta", "ebm_tau"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise ConfigError(f"{name} must be a finite number > 0, got {value!r}")
+        if not (0.0 <= self.dropout < 1.0):
+            raise ConfigError(f"dropout must be in [0, 1) (drop probability of dropout_mlp), got {self.dropout!r}")
+        if self.dataset == "synthetic" and self.task_order > self.synthetic_dim:
+            raise ConfigError(
+                f"task_order={self.task_order} exceeds synthetic_dim={self.synthetic_dim}: "
+                "the parity needs that many distinct input coordinates"
+            )
         if not (self.lr > 0):
             raise ConfigError(f"lr must be > 0, got {self.lr!r}")
         if self.kde_lam is not None and not self.kde_lam > 0:

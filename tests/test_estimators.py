@@ -1,0 +1,165 @@
+"""Estimators against the closed-form cases of paper-notes section 4 and the row-loop reference."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from complexity_tracker.estimators import (
+    InvalidStatesError,
+    KDEEstimator,
+    PluginEstimator,
+    as_packed,
+    kde_entropy,
+    kde_entropy_reference,
+    make_estimator,
+    marginal_entropy_sum,
+    plugin_entropy,
+)
+
+
+def binary_entropy(p: float) -> float:
+    return 0.0 if p in (0.0, 1.0) else -(p * math.log2(p) + (1 - p) * math.log2(1 - p))
+
+
+def far_apart_prototypes(n: int, d: int, seed: int = 0) -> np.ndarray:
+    """Random 0/1 rows: pairwise Hamming distance ~ d/2, far beyond the kernel width lam*d."""
+    return (np.random.default_rng(seed).random((n, d)) < 0.5).astype(np.uint8)
+
+
+@pytest.mark.parametrize("estimate", [lambda s: kde_entropy(s, 0.01), lambda s: plugin_entropy(s)])
+def test_identical_samples_have_zero_entropy(estimate):
+    states = np.tile(far_apart_prototypes(1, 300), (2000, 1))
+    assert estimate(states) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_far_apart_distinct_samples_reach_log2_n():
+    states = far_apart_prototypes(2000, 3072)
+    assert kde_entropy(states, 0.01) == pytest.approx(math.log2(2000), abs=1e-6)
+    assert math.log2(2000) == pytest.approx(10.966, abs=1e-3)
+    assert plugin_entropy(states) == pytest.approx(math.log2(2000), abs=1e-12)
+
+
+@pytest.mark.parametrize("lam", [0.01, 0.04])
+def test_equidistant_samples_match_closed_form(lam):
+    n, block, d = 100, 3, 300  # row i is ones on its own block: every pair at Hamming distance 2*block
+    states = np.zeros((n, d), dtype=np.uint8)
+    for i in range(n):
+        states[i, i * block : (i + 1) * block] = 1
+    delta = 2 * block / d
+    expected = math.log2(n) - math.log2(1 + (n - 1) * math.exp(-delta / (2 * lam)))
+    assert kde_entropy(states, lam) == pytest.approx(expected, rel=1e-10)
+
+
+def test_equal_clusters_give_log2_k():
+    prototypes = far_apart_prototypes(10, 1024, seed=1)
+    states = np.repeat(prototypes, 200, axis=0)
+    assert kde_entropy(states, 0.01) == pytest.approx(math.log2(10), abs=1e-6)
+    assert plugin_entropy(states) == pytest.approx(math.log2(10), abs=1e-12)
+
+
+def test_independent_bernoulli_units_plugin_entropy_is_sum_of_marginals():
+    rng = np.random.default_rng(2)
+    p = np.array([0.5, 0.1, 0.3, 0.7, 0.9, 0.2, 0.4, 0.6])
+    states = (rng.random((200_000, len(p))) < p).astype(np.uint8)
+    h = plugin_entropy(states, miller_madow=True)
+    assert h == pytest.approx(sum(binary_entropy(x) for x in p), abs=0.01)
+    assert marginal_entropy_sum(states) - h == pytest.approx(0.0, abs=0.01)  # TC = 0
+
+
+def test_copies_of_one_unit_have_entropy_h_and_total_correlation_d_minus_1_h():
+    d = 16
+    unit = (np.random.default_rng(3).random(5000) < 0.3).astype(np.uint8)
+    states = np.repeat(unit[:, None], d, axis=1)
+    h_p = binary_entropy(unit.mean())
+    h = plugin_entropy(states)
+    assert h == pytest.approx(h_p, rel=1e-12)
+    assert marginal_entropy_sum(states) - h == pytest.approx((d - 1) * h_p, rel=1e-12)
+
+
+def antipodal_mixture_closed_form(d: int, eps: float) -> tuple[float, float]:
+    h = 0.0
+    for w in range(d + 1):
+        p_w = (eps**w * (1 - eps) ** (d - w) + eps ** (d - w) * (1 - eps) ** w) / 2
+        h -= math.comb(d, w) * p_w * math.log2(p_w)
+    return h, d - h
+
+
+def test_antipodal_mixture_closed_form_values():
+    h, tc = antipodal_mixture_closed_form(20, 0.1)
+    assert (h, tc) == pytest.approx((10.3799, 9.6201), abs=1e-4)
+
+
+# d = 20 has ~10^5 likely patterns, so even 10^6 samples leave a small downward plug-in bias.
+@pytest.mark.parametrize("d, tolerance", [(12, 0.005), (20, 0.06)])
+def test_antipodal_mixture_plugin_matches_closed_form(d, tolerance):
+    eps, n = 0.1, 1_000_000
+    rng = np.random.default_rng(4)
+    prototype = rng.random(n) < 0.5
+    flips = rng.random((n, d)) < eps
+    states = np.logical_xor(prototype[:, None], flips)
+    h_true, tc_true = antipodal_mixture_closed_form(d, eps)
+    h = plugin_entropy(states, miller_madow=True)
+    assert h == pytest.approx(h_true, abs=tolerance)
+    assert marginal_entropy_sum(states) - h == pytest.approx(tc_true, abs=tolerance)
+
+
+@pytest.mark.parametrize("p", [0.05, 0.5, 0.9])
+def test_vectorised_kde_equals_row_loop_reference(p):
+    states = (np.random.default_rng(5).random((300, 500)) < p).astype(np.uint8)
+    for lam in (0.01, 0.04, 0.3):
+        fast, slow = kde_entropy(states, lam), kde_entropy_reference(states, lam)
+        assert abs(fast - slow) <= 1e-9 * max(abs(slow), 1e-12)
+
+
+def test_kde_is_chunk_invariant_and_accepts_torch_dtypes():
+    states = (np.random.default_rng(6).random((257, 70)) < 0.5).astype(np.uint8)
+    reference = kde_entropy(states, 0.3)
+    assert kde_entropy(states, 0.3, row_chunk=7) == pytest.approx(reference, rel=1e-12)
+    for tensor in (torch.from_numpy(states).bool(), torch.from_numpy(states), torch.from_numpy(states).float()):
+        assert kde_entropy(tensor, 0.3) == pytest.approx(reference, rel=1e-12)
+
+
+def test_kde_stays_within_zero_and_log2_n():
+    rng = np.random.default_rng(7)
+    for p in (0.01, 0.5):
+        states = (rng.random((500, 64)) < p).astype(np.uint8)
+        assert 0.0 <= kde_entropy(states, 0.01) <= math.log2(500) + 1e-12
+
+
+def test_estimators_report_their_parameters():
+    assert make_estimator("kde", lam=0.02).params() == {"lam": 0.02}
+    assert make_estimator("plugin", miller_madow=True).params() == {"miller_madow": True}
+    conv = as_packed(np.ones((3, 4)))
+    assert KDEEstimator().lam_for(conv) == 0.01
+    assert KDEEstimator().lam_for(type(conv)(conv.bits, conv.d, True)) == 0.04
+    assert PluginEstimator().name == "plugin"
+
+
+@pytest.mark.parametrize(
+    "states, message",
+    [
+        (np.array([[0, 1, 2]]), "binary"),
+        (np.array([[0.5, 1.0]]), "binary"),
+        (np.zeros(5), "2-D"),
+        (np.zeros((0, 4)), "N, d >= 1"),
+        (np.array([["a"]]), "numeric"),
+    ],
+)
+def test_non_binary_or_misshaped_states_are_rejected(states, message):
+    with pytest.raises(InvalidStatesError, match=message):
+        kde_entropy(states)
+
+
+@pytest.mark.parametrize("lam", [0, -0.01, float("nan"), float("inf")])
+def test_non_positive_lam_is_rejected(lam):
+    with pytest.raises(ValueError, match="lam must be"):
+        kde_entropy(np.ones((3, 3)), lam)
+
+
+def test_unknown_estimator_is_rejected_with_choices():
+    with pytest.raises(ValueError, match="choose one of"):
+        make_estimator("shannon")

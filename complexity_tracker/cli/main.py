@@ -12,9 +12,9 @@ from collections.abc import Sequence
 
 from .. import __version__
 from ..errors import ComplexityTrackerError
-from . import measure  # noqa: F401
+from . import measure, train, ui  # noqa: F401
 
-SUBCOMMAND_MODULES = [measure]
+SUBCOMMAND_MODULES = [measure, train, ui]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,56 @@
+"""``complexity-tracker ui``: the MLflow UI on the tracking store (default ``sqlite:///mlflow.db``)."""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+
+from ..errors import ComplexityTrackerError
+from ..tracking import DEFAULT_TRACKING_URI
+
+
+class UIError(ComplexityTrackerError, ValueError):
+    """The UI cannot be started with the given store."""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "ui",
+        help="browse tracked runs in the MLflow UI",
+        description="Serve the MLflow UI (mlflow server) on a tracking store; stop it with Ctrl-C.",
+    )
+    parser.add_argument(
+        "--backend-store-uri",
+        default=DEFAULT_TRACKING_URI,
+        help=f"tracking store to browse (default: {DEFAULT_TRACKING_URI} in the working directory)",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default: 127.0.0.1, this machine only)")
+    parser.add_argument("--port", type=int, default=5000, help="port (default: 5000)")
+    parser.set_defaults(handler=run)
+
+
+def mlflow_ui_command(backend_store_uri: str, host: str, port: int) -> list[str]:
+    """The ``mlflow server`` command line serving ``backend_store_uri`` on ``host:port``."""
+    return [
+        str(Path(sys.executable).with_name("mlflow")),
+        "server",
+        "--backend-store-uri", backend_store_uri,
+        "--host", host,
+        "--port", str(port),
+        "--workers", "1",
+    ]
+
+
+def run(args: argparse.Namespace) -> int:
+    store = args.backend_store_uri
+    if store.startswith("sqlite:///") and not Path(store.removeprefix("sqlite:///")).exists():
+        raise UIError(
+            f"no tracking store at {store} (looked in {Path.cwd()}); train first "
+            "(`complexity-tracker train`) or pass --backend-store-uri"
+        )
+    if not 0 < args.port < 65536:
+        raise UIError(f"--port must be between 1 and 65535, got {args.port}")
+    print(f"MLflow UI for {store} at http://{args.host}:{args.port} (Ctrl-C stops it)", flush=True)
+    return subprocess.call(mlflow_ui_command(store, args.host, args.port))

@@ -1,0 +1,481 @@
+"""Log per-layer transformation complexity to MLflow while a network trains.
+
+:class:`ComplexityTracker` measures the complexity of a model's gating layers on a fixed probe
+set and logs it, with the training metrics, as MLflow metrics whose step is the epoch:
+
+* ``H/<layer>``, ``I_XSY/<layer>``, ``TC/<layer>`` (bits) for every gating layer and for
+  ``network`` (all layers concatenated); ``I_XS/<layer>`` as well when the model is stochastic;
+* the training metrics it is given (``train_loss``, ``test_loss``, ``train_acc``, ``test_acc``,
+  ``loss_gap``, ...) under their own names.
+
+Each epoch costs one ``log_batch`` request, however many layers the model has.  Dense data
+(per-unit activation rates), every measured value (JSON/CSV), per-layer plots and the model go
+into the run's artifacts when the run ends.
+
+Use it as a context manager around any training loop::
+
+    with ComplexityTracker.from_dataset(x_test, y_test, per_class=200) as tracker:
+        for epoch in range(epochs + 1):
+            ...  # train one epoch (skip at epoch 0)
+            tracker.log_epoch(epoch, model, {"train_loss": ..., "test_loss": ...})
+
+or as an ``EpochCallback`` of :func:`complexity_tracker.training.train` (``tracker(result)``)
+inside ``with tracker:`` / between :meth:`ComplexityTracker.start` and :meth:`ComplexityTracker.end`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import re
+import subprocess
+import tempfile
+import time
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import mlflow
+import numpy as np
+import requests
+import torch
+from mlflow.entities import Metric, Param, RunStatus, RunTag
+from mlflow.tracking import MlflowClient
+from torch import nn
+
+from . import __version__
+from .errors import ComplexityTrackerError
+from .estimators import EntropyEstimator, make_estimator
+from .metrics import METRIC_NAMES, ComplexityReport, class_balanced_probe, measure_complexity
+from .plots import plot_layer_complexity
+
+if TYPE_CHECKING:
+    from .training import EpochResult
+
+#: Tracking store used when neither an argument nor ``MLFLOW_TRACKING_URI`` names one.
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+DEFAULT_EXPERIMENT = "complexity-tracker"
+#: Complexity values logged as metrics (``I_XS`` is added for stochastic models); the rest
+#: (``C``, ``d``, ``N``) is in the ``complexity/complexity.csv`` artifact.
+LOGGED_COMPLEXITY = ("H", "I_XSY", "TC")
+#: MLflow accepts at most 1000 metrics per ``log_batch`` call.
+MAX_METRICS_PER_BATCH = 1000
+MAX_PARAMS_PER_BATCH = 100
+VERSION_TAG = "complexity_tracker.version"
+GIT_COMMIT_TAG = "complexity_tracker.git_commit"
+
+_BAD_KEY_CHARACTERS = re.compile(r"[^A-Za-z0-9_\-. /:]")
+
+
+class TrackingServerUnreachableError(ComplexityTrackerError, ConnectionError):
+    """The MLflow tracking server named by the tracking URI does not answer."""
+
+
+class TrackerStateError(ComplexityTrackerError, RuntimeError):
+    """A tracker method was called before the run started or after it ended."""
+
+
+def resolve_tracking_uri(tracking_uri: str | None = None) -> str:
+    """The tracking URI to use: the argument, else ``MLFLOW_TRACKING_URI``, else ``sqlite:///mlflow.db``."""
+    return tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+
+
+def check_tracking_server(tracking_uri: str, timeout_s: float = 5.0) -> None:
+    """Fail fast when an ``http(s)://`` tracking server does not answer within ``timeout_s``.
+
+    MLflow's own client retries for minutes before giving up; this probes the server's
+    ``/health`` endpoint once.  Other URIs (``sqlite:``, ``postgresql:``, ...) are not checked here.
+
+    Raises:
+        TrackingServerUnreachableError: no connection, a timeout, or a server error (5xx).
+    """
+    if not tracking_uri.startswith(("http://", "https://")):
+        return
+    health = tracking_uri.rstrip("/") + "/health"
+    try:
+        response = requests.get(health, timeout=timeout_s)
+    except requests.RequestException as exc:
+        reason = f"{type(exc).__name__}: {exc}"
+    else:
+        if response.status_code < 500:
+            return
+        reason = f"HTTP {response.status_code} from {health}"
+    raise TrackingServerUnreachableError(
+        f"cannot reach the MLflow tracking server at {tracking_uri} within {timeout_s:g} s ({reason}). "
+        "Start it (e.g. `mlflow server --host 127.0.0.1 --port 5000`), correct the tracking URI "
+        "(argument or MLFLOW_TRACKING_URI), or unset it to use the embedded store "
+        f"{DEFAULT_TRACKING_URI}."
+    )
+
+
+def metric_key(metric: str, layer: str) -> str:
+    """MLflow key of one complexity value, ``"<metric>/<layer>"``, with characters MLflow rejects replaced."""
+    return _BAD_KEY_CHARACTERS.sub("_", f"{metric}/{layer}")
+
+
+def _training_key(name: str) -> str:
+    return _BAD_KEY_CHARACTERS.sub("_", name)
+
+
+def git_commit(path: str | Path | None = None) -> str | None:
+    """The commit checked out at ``path`` (default: this package's source), or ``None`` outside git."""
+    directory = Path(path) if path is not None else Path(__file__).resolve().parent
+    try:
+        result = subprocess.run(
+            ["git", "-C", str(directory), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return result.stdout.strip() if result.returncode == 0 else None
+
+
+def flatten_params(values: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested mapping -> ``{"a.b": "value"}`` strings, as MLflow params."""
+    flat: dict[str, str] = {}
+    for key, value in values.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten_params(value, prefix=f"{name}."))
+        else:
+            flat[name] = json.dumps(value) if isinstance(value, (list, tuple)) else str(value)
+    return flat
+
+
+def is_stochastic(model: nn.Module) -> bool:
+    """Whether the model's gating states are random for a fixed input in train mode.
+
+    True when it holds a dropout module or declares ``stochastic = True`` (e.g. a sampling layer).
+    """
+    return bool(getattr(model, "stochastic", False)) or any(
+        isinstance(m, nn.modules.dropout._DropoutNd) for m in model.modules()
+    )
+
+
+def _get_or_create_experiment(client: MlflowClient, name: str) -> str:
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    try:
+        return client.create_experiment(name)
+    except mlflow.exceptions.MlflowException:
+        # another worker created it in the meantime
+        experiment = client.get_experiment_by_name(name)
+        if experiment is None:
+            raise
+        return experiment.experiment_id
+
+
+class ComplexityTracker:
+    """Measure per-layer complexity (bits) on a fixed probe every k epochs and log it to one MLflow run.
+
+    Args:
+        probe_inputs: probe inputs (N, ...), fixed for the whole run.
+        probe_labels: their labels (N,), used for I(X;S;Y).
+        tracking_uri: MLflow tracking URI; default ``MLFLOW_TRACKING_URI`` or ``sqlite:///mlflow.db``.
+        experiment_name: MLflow experiment (created when missing).
+        run_name: display name of the run.
+        parent_run_id: nest the run under this run (e.g. a study's parent run).
+        tags: extra run tags.
+        config: the run's configuration (a mapping or an object with ``to_dict()``, e.g.
+            :class:`~complexity_tracker.config.RunConfig`): logged as params and as ``config.json``.
+        layers: gating layers to measure (module paths or glob patterns); ``None`` for all.
+        estimator: ``"kde"`` or ``"plugin"``, or an estimator instance.
+        kde_lam: kernel width of ``"kde"``; ``None`` for the paper's automatic choice.
+        stochastic: measure I(X;S) with dropout/sampling on; ``None`` detects it from the model
+            (see :func:`is_stochastic`) at the first measurement.
+        repeats: stochastic forward passes per probe input.
+        measure_every: measure complexity at epochs divisible by k (and at ``last_epoch``);
+            training metrics are logged every epoch.
+        last_epoch: the final epoch, always measured.
+        killed_exceptions: exceptions that end the run KILLED rather than FAILED (context manager).
+        server_timeout_s: how long to wait for an ``http(s)`` tracking server at start.
+
+    Attributes:
+        run_id: the MLflow run id (after :meth:`start`).
+        history: one dict per logged epoch: ``epoch``, the training metrics and every complexity
+            value (``"<metric>/<layer>"``, all of H, I_XS, I_XSY, C, TC).
+        reports: ``{epoch: ComplexityReport}`` of the measured epochs.
+    """
+
+    def __init__(
+        self,
+        probe_inputs: torch.Tensor,
+        probe_labels: torch.Tensor | np.ndarray,
+        *,
+        tracking_uri: str | None = None,
+        experiment_name: str = DEFAULT_EXPERIMENT,
+        run_name: str | None = None,
+        parent_run_id: str | None = None,
+        tags: Mapping[str, str] | None = None,
+        config: Mapping[str, Any] | Any | None = None,
+        layers: str | Sequence[str] | None = None,
+        estimator: str | EntropyEstimator = "kde",
+        kde_lam: float | None = None,
+        stochastic: bool | None = None,
+        repeats: int = 10,
+        measure_every: int = 1,
+        last_epoch: int | None = None,
+        killed_exceptions: tuple[type[BaseException], ...] = (KeyboardInterrupt,),
+        server_timeout_s: float = 5.0,
+    ) -> None:
+        if not isinstance(measure_every, int) or measure_every < 1:
+            raise ValueError(f"measure_every must be an integer >= 1 (measure every k epochs), got {measure_every!r}")
+        self.probe_inputs = probe_inputs
+        self.probe_labels = torch.as_tensor(probe_labels)
+        if self.probe_labels.ndim != 1 or len(self.probe_labels) != len(probe_inputs):
+            raise ValueError(
+                f"probe_labels must hold one label per probe input: {len(probe_inputs)} inputs, "
+                f"labels of shape {tuple(self.probe_labels.shape)}"
+            )
+        if isinstance(estimator, str):
+            estimator = make_estimator(estimator, **({"lam": kde_lam} if estimator == "kde" else {}))
+        self.estimator = estimator
+        self.tracking_uri = resolve_tracking_uri(tracking_uri)
+        self.experiment_name = experiment_name
+        self.run_name = run_name
+        self.parent_run_id = parent_run_id
+        self.tags = dict(tags or {})
+        self.config = config.to_dict() if hasattr(config, "to_dict") else dict(config or {})
+        self.layers = layers
+        self.stochastic = stochastic
+        self.repeats = repeats
+        self.measure_every = measure_every
+        self.last_epoch = last_epoch
+        self.killed_exceptions = killed_exceptions
+        self.server_timeout_s = server_timeout_s
+        self.probe_params: dict[str, Any] = {"probe_size": len(probe_inputs)}
+        self.run_id: str | None = None
+        self.history: list[dict[str, float]] = []
+        self.reports: dict[int, ComplexityReport] = {}
+        self.measure_seconds: dict[int, float] = {}
+        self._client: MlflowClient | None = None
+        self._ended = False
+
+    @classmethod
+    def from_dataset(
+        cls,
+        inputs: torch.Tensor,
+        labels: torch.Tensor | np.ndarray,
+        *,
+        per_class: int = 200,
+        seed: int = 0,
+        **kwargs: Any,
+    ) -> ComplexityTracker:
+        """Track on a seeded class-balanced probe of ``per_class`` samples per class of ``inputs``."""
+        index = torch.as_tensor(class_balanced_probe(labels, per_class=per_class, seed=seed))
+        tracker = cls(inputs[index], torch.as_tensor(labels)[index], **kwargs)
+        tracker.probe_params.update(probe_per_class=per_class, probe_seed=seed)
+        return tracker
+
+    # ------------------------------------------------------------------ run lifecycle
+    def start(self) -> ComplexityTracker:
+        """Check the tracking server, start the MLflow run and log params and tags.
+
+        The run becomes MLflow's active run in this thread (``mlflow.log_*`` calls go to it),
+        nested under ``parent_run_id`` or under a run already active in this thread.
+        """
+        if self.run_id is not None:
+            raise TrackerStateError(f"the tracker already started run {self.run_id}; use one tracker per run")
+        check_tracking_server(self.tracking_uri, self.server_timeout_s)
+        mlflow.set_tracking_uri(self.tracking_uri)
+        self._client = MlflowClient(self.tracking_uri)
+        experiment_id = _get_or_create_experiment(self._client, self.experiment_name)
+        tags = {VERSION_TAG: __version__, **self.tags}
+        commit = git_commit()
+        if commit:
+            tags[GIT_COMMIT_TAG] = commit
+        run = mlflow.start_run(
+            experiment_id=experiment_id,
+            run_name=self.run_name,
+            parent_run_id=self.parent_run_id,
+            nested=True,
+            tags=tags,
+        )
+        self.run_id = run.info.run_id
+        params = {**flatten_params(self.config), **flatten_params(self._tracker_params())}
+        items = [Param(k, v) for k, v in params.items()]
+        for start in range(0, len(items), MAX_PARAMS_PER_BATCH):
+            self._client.log_batch(self.run_id, params=items[start : start + MAX_PARAMS_PER_BATCH])
+        if self.config:
+            self._client.log_dict(self.run_id, self.config, "config.json")
+        return self
+
+    def _tracker_params(self) -> dict[str, Any]:
+        return {
+            "tracker": {
+                "estimator": self.estimator.name,
+                **{f"estimator_{k}": v for k, v in self.estimator.params().items()},
+                **self.probe_params,
+                "measure_every": self.measure_every,
+                "layers": self.layers if self.layers is not None else "all",
+                "stochastic": "auto" if self.stochastic is None else self.stochastic,
+                "repeats": self.repeats,
+            }
+        }
+
+    def end(self, status: str = "FINISHED") -> None:
+        """Log the artifacts (values JSON/CSV, activation rates, plots) and end the run with ``status``.
+
+        When the artifacts cannot be written, a FINISHED run ends FAILED and the error is raised;
+        for FAILED/KILLED runs a warning is given instead, so the original error stays visible.
+        """
+        self._require_running()
+        try:
+            self.log_artifacts()
+        except Exception:
+            if status == RunStatus.to_string(RunStatus.FINISHED):
+                self._terminate(RunStatus.to_string(RunStatus.FAILED))
+                raise
+            warnings.warn(f"could not write the artifacts of {status} run {self.run_id}", stacklevel=2)
+        self._terminate(status)
+
+    def _terminate(self, status: str) -> None:
+        self._ended = True
+        active = mlflow.active_run()
+        if active is not None and active.info.run_id == self.run_id:
+            mlflow.end_run(status)
+        else:
+            self._client.set_terminated(self.run_id, status)
+
+    def __enter__(self) -> ComplexityTracker:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
+        if exc_type is None:
+            self.end("FINISHED")
+            return
+        status = "KILLED" if issubclass(exc_type, self.killed_exceptions) else "FAILED"
+        try:
+            self.end(status)
+        except Exception as end_error:  # the training error matters more; report both
+            warnings.warn(f"run {self.run_id} could not be ended {status}: {end_error}", stacklevel=2)
+
+    def _require_running(self) -> None:
+        if self.run_id is None:
+            raise TrackerStateError(
+                "the tracker has no run yet: use `with ComplexityTracker(...) as tracker:` or call tracker.start()"
+            )
+        if self._ended:
+            raise TrackerStateError(f"run {self.run_id} has already ended; create a new tracker for a new run")
+
+    # ------------------------------------------------------------------ per epoch
+    def __call__(self, result: EpochResult) -> None:
+        """``EpochCallback`` form of :meth:`log_epoch`."""
+        self.log_epoch(result.epoch, result.model, result.metrics)
+
+    def should_measure(self, epoch: int) -> bool:
+        return epoch % self.measure_every == 0 or epoch == self.last_epoch
+
+    def log_epoch(self, epoch: int, model: nn.Module, metrics: Mapping[str, float] | None = None) -> ComplexityReport | None:
+        """Log ``metrics`` and (on measured epochs) the model's complexity with step = ``epoch``.
+
+        One ``log_batch`` request per call.  Returns the complexity report, or ``None`` on epochs
+        that are not measured.
+        """
+        self._require_running()
+        row: dict[str, float] = {"epoch": epoch}
+        logged = {_training_key(k): float(v) for k, v in (metrics or {}).items()}
+        row.update(logged)
+        report = None
+        if self.should_measure(epoch):
+            started = time.perf_counter()
+            report = self.measure(model)
+            self.measure_seconds[epoch] = time.perf_counter() - started
+            self.reports[epoch] = report
+            row.update(report.to_dict())
+            logged.update(self._complexity_metrics(report))
+        self.history.append(row)
+        timestamp = int(time.time() * 1000)
+        batch = [Metric(key, value, timestamp, epoch) for key, value in logged.items()]
+        for start in range(0, len(batch), MAX_METRICS_PER_BATCH):
+            self._client.log_batch(self.run_id, metrics=batch[start : start + MAX_METRICS_PER_BATCH])
+        return report
+
+    def measure(self, model: nn.Module) -> ComplexityReport:
+        """Complexity of ``model`` on the probe (bits), without logging."""
+        if self.stochastic is None:
+            self.stochastic = is_stochastic(model)
+        return measure_complexity(
+            model,
+            self.probe_inputs,
+            self.probe_labels,
+            layers=self.layers,
+            estimator=self.estimator,
+            stochastic=self.stochastic,
+            repeats=self.repeats,
+        )
+
+    def _complexity_metrics(self, report: ComplexityReport) -> dict[str, float]:
+        names = LOGGED_COMPLEXITY + (("I_XS",) if report.stochastic else ())
+        return {metric_key(name, r.name): float(getattr(r, name)) for r in report.records for name in names}
+
+    # ------------------------------------------------------------------ artifacts
+    def complexity_rows(self) -> list[dict[str, Any]]:
+        """Every measured value: one row per (epoch, layer) with H, I_XS, I_XSY, C, TC (bits), d, N."""
+        return [
+            {"epoch": epoch, "layer": r.name, **{m: getattr(r, m) for m in METRIC_NAMES}, "d": r.d, "N": r.N}
+            for epoch, report in self.reports.items()
+            for r in report.records
+        ]
+
+    def log_artifacts(self) -> None:
+        """Write ``complexity/`` (JSON, CSV, activation rates) and ``plots/`` into the run."""
+        self._require_running()
+        rows = self.complexity_rows()
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp)
+            (out / "complexity").mkdir()
+            (out / "complexity" / "history.json").write_text(json.dumps(self.history, indent=1, default=float))
+            (out / "complexity" / "complexity.csv").write_text(_to_csv(rows))
+            if self.reports:
+                np.savez_compressed(
+                    out / "complexity" / "activation_rates.npz",
+                    **{
+                        f"{layer}@epoch{epoch}": rates
+                        for epoch, report in self.reports.items()
+                        for layer, rates in report.activation_rates.items()
+                    },
+                )
+                (out / "plots").mkdir()
+                for layer in dict.fromkeys(row["layer"] for row in rows):
+                    figure = plot_layer_complexity(rows, layer, stochastic=bool(self.stochastic))
+                    figure.savefig(out / "plots" / f"complexity_{_file_name(layer)}.png", dpi=100)
+            self._client.log_artifacts(self.run_id, str(out))
+
+    def log_model(self, model: nn.Module, name: str = "model") -> str:
+        """Log ``model`` with ``mlflow.pytorch`` (``torch.export`` format, eval mode); returns its model URI.
+
+        Needs no network: the pip requirements are given explicitly instead of inferred.
+        """
+        self._require_running()
+        device = next((p.device for p in model.parameters()), torch.device("cpu"))
+        example = self.probe_inputs[:2].to(device)
+        was_training = model.training
+        model.eval()
+        try:
+            info = mlflow.pytorch.log_model(
+                model,
+                name=name,
+                input_example=example.cpu().numpy(),
+                serialization_format="pt2",
+                pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
+            )
+        finally:
+            model.train(was_training)
+        return info.model_uri
+
+
+def _file_name(layer: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", layer)
+
+
+def _to_csv(rows: list[dict[str, Any]]) -> str:
+    buffer = io.StringIO()
+    fields = ["epoch", "layer", *METRIC_NAMES, "d", "N"]
+    writer = csv.DictWriter(buffer, fieldnames=fields)
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()

@@ -28,7 +28,7 @@ from torch.nn import functional as F
 from tqdm.auto import tqdm
 
 from .config import RunConfig
-from .data import DataSplits
+from .data import DataSplits, DatasetError
 from .errors import ComplexityTrackerError
 from .gating import _mode as model_mode
 from .loss import ComplexityLoss, build_complexity_loss
@@ -65,9 +65,9 @@ class EpochResult:
     """What an epoch callback sees: the epoch (0 = before training), the model, and its metrics.
 
     ``metrics`` holds ``train_loss``, ``test_loss`` (mean cross-entropy, nats), ``train_acc``,
-    ``test_acc`` (fractions), ``loss_gap = test_loss - train_loss``, ``lr``, and, when a complexity
-    loss is on, ``complexity_loss`` (mean penalty in bits over the epoch's penalised steps; at
-    epoch 0 on the first training batch).
+    ``test_acc`` (fractions), ``loss_gap = test_loss - train_loss``, ``lr`` (used during the epoch), and, when a complexity
+    loss is on, ``complexity_loss`` (mean penalty in bits over the epoch's penalised steps, NaN
+    when ``loss_every`` skipped them all; at epoch 0 on the first training batch).
     """
 
     epoch: int
@@ -223,10 +223,14 @@ def train(
     reproducible initial weights.
 
     Raises:
+        DatasetError: NaN/inf inputs.
         TrainingDivergedError: a NaN/inf loss, naming the epoch and step.
         NoGatingLayersError: ``config.loss_layers`` matches no gating module.
     """
     callbacks = list(callbacks)
+    for name in ("x_train", "x_test"):
+        if not torch.isfinite(getattr(data, name)).all():
+            raise DatasetError(f"data.{name} holds NaN or inf values; clean or impute the inputs before training")
     device = resolve_device(config.device)
     model.to(device)
     seed_everything(config.seed, config.deterministic)
@@ -240,8 +244,8 @@ def train(
     steps_per_epoch = math.ceil(n / batch_size)
     history: list[dict[str, float]] = []
 
-    def finish_epoch(epoch: int, complexity: float | None) -> None:
-        metrics = _metrics(model, data, optimizer.param_groups[0]["lr"], complexity)
+    def finish_epoch(epoch: int, lr: float, complexity: float | None) -> None:
+        metrics = _metrics(model, data, lr, complexity)
         for name in ("train_loss", "test_loss"):
             if not math.isfinite(metrics[name]):
                 raise TrainingDivergedError(epoch, steps_per_epoch if epoch else 0, metrics[name], f"evaluated {name}")
@@ -249,7 +253,7 @@ def train(
         for callback in callbacks:
             callback(EpochResult(epoch, model, metrics))
 
-    finish_epoch(0, _initial_complexity(model, penalty, data, batch_size) if penalty else None)
+    finish_epoch(0, config.lr, _initial_complexity(model, penalty, data, batch_size) if penalty else None)
     global_step = 0
     with tqdm(total=config.epochs * steps_per_epoch, desc="train", unit="step", disable=not progress) as bar:
         for epoch in range(1, config.epochs + 1):
@@ -284,9 +288,11 @@ def train(
                 loss.backward()
                 optimizer.step()
                 bar.update(1)
+            epoch_lr = optimizer.param_groups[0]["lr"]
             if schedule is not None:
                 schedule.step()
-            finish_epoch(epoch, penalty_sum / max(1, penalty_count) if penalty else None)
+            epoch_penalty = penalty_sum / penalty_count if penalty_count else math.nan
+            finish_epoch(epoch, epoch_lr, epoch_penalty if penalty else None)
             bar.set_postfix(epoch=epoch, test_acc=f"{history[-1]['test_acc']:.3f}",
                             gap=f"{history[-1]['loss_gap']:.3f}")
     return TrainResult(model=model, history=history)

@@ -48,3 +48,152 @@ def plot_layer_complexity(
     axes.grid(alpha=0.3)
     axes.legend()
     return figure
+
+
+# ---------------------------------------------------------------------------- study figures
+# (appended by the studies helper; used by complexity_tracker.studies.report)
+
+
+def plot_heatmap(
+    values: Any,
+    row_labels: list[Any],
+    column_labels: list[Any],
+    *,
+    title: str,
+    row_name: str,
+    column_name: str,
+    value_name: str = "bits",
+) -> Figure:
+    """A matrix of values (e.g. network complexity over depth x task order n), cells annotated.
+
+    Args:
+        values: 2-D array ``(len(row_labels), len(column_labels))``; NaN cells are left blank.
+    """
+    import numpy as np
+
+    matrix = np.asarray(values, dtype=float)
+    figure = Figure(figsize=(1.2 + 0.9 * len(column_labels), 1.2 + 0.6 * len(row_labels)), layout="constrained")
+    axes = figure.add_subplot()
+    image = axes.imshow(np.ma.masked_invalid(matrix), cmap="viridis", aspect="auto", origin="lower")
+    axes.set_xticks(range(len(column_labels)), [str(c) for c in column_labels])
+    axes.set_yticks(range(len(row_labels)), [str(r) for r in row_labels])
+    axes.set_xlabel(column_name)
+    axes.set_ylabel(row_name)
+    axes.set_title(title)
+    finite = matrix[np.isfinite(matrix)]
+    middle = (finite.min() + finite.max()) / 2 if finite.size else 0.0
+    for (row, column), value in np.ndenumerate(matrix):
+        if np.isfinite(value):
+            axes.text(column, row, f"{value:.2f}", ha="center", va="center", fontsize=8,
+                      color="black" if value > middle else "white")
+    figure.colorbar(image, ax=axes, label=value_name)
+    return figure
+
+
+def plot_curves(
+    series: Mapping[str, tuple[list[float], list[float]]],
+    *,
+    title: str,
+    xlabel: str,
+    ylabel: str = "bits",
+    legend_title: str | None = None,
+) -> Figure:
+    """One line per labelled ``(xs, ys)`` series (e.g. complexity per epoch for each depth)."""
+    figure = Figure(figsize=(6, 4), layout="constrained")
+    axes = figure.add_subplot()
+    for label, (xs, ys) in series.items():
+        axes.plot(xs, ys, marker="o", markersize=3, label=label)
+    axes.set_xlabel(xlabel)
+    axes.set_ylabel(ylabel)
+    axes.set_title(title)
+    axes.grid(alpha=0.3)
+    if series:
+        axes.legend(title=legend_title, fontsize=8)
+    return figure
+
+
+def plot_lambda_sweep(
+    points: Iterable[tuple[float | None, Mapping[str, float]]],
+    metrics: Mapping[str, str],
+    *,
+    title: str = "complexity loss sweep",
+) -> Figure:
+    """Metrics against log10 lambda, one panel per metric, the mean per lambda joined by a line.
+
+    Args:
+        points: ``(log10_lambda, {metric: value})`` per run; ``None`` is lambda = 0, drawn one
+            decade left of the smallest lambda and labelled "0".
+        metrics: metric key -> axis label (e.g. ``{"loss_gap": "test - train loss (nats)"}``).
+    """
+    import numpy as np
+
+    points = list(points)
+    logs = [p[0] for p in points if p[0] is not None]
+    zero_at = (min(logs) if logs else 0.0) - 1.0
+    figure = Figure(figsize=(4.2 * len(metrics), 3.6), layout="constrained")
+    for index, (key, label) in enumerate(metrics.items()):
+        axes = figure.add_subplot(1, len(metrics), index + 1)
+        xs = [zero_at if p[0] is None else p[0] for p in points if key in p[1]]
+        ys = [p[1][key] for p in points if key in p[1]]
+        axes.scatter(xs, ys, s=14, alpha=0.6)
+        means = sorted({x: float(np.mean([y for xx, y in zip(xs, ys) if xx == x])) for x in xs}.items())
+        if means:
+            axes.plot([m[0] for m in means], [m[1] for m in means], color="C1")
+        if any(p[0] is None for p in points):
+            ticks = [t for t in axes.get_xticks() if t > zero_at + 0.5]
+            axes.set_xticks([zero_at, *ticks], ["0", *[f"{t:g}" for t in ticks]])
+        axes.set_xlabel("log10 lambda")
+        axes.set_ylabel(label)
+        axes.grid(alpha=0.3)
+    figure.suptitle(title)
+    return figure
+
+
+def plot_pareto_front(
+    values: Any,
+    on_front: Any,
+    names: tuple[str, str],
+    *,
+    labels: list[str] | None = None,
+    title: str = "Pareto front",
+) -> Figure:
+    """Two objectives of every finished trial, the Pareto-optimal ones highlighted and joined.
+
+    Args:
+        values: array ``(n_trials, 2)`` of objective values.
+        on_front: boolean mask ``(n_trials,)`` of the Pareto-optimal trials.
+        labels: optional text per trial (e.g. its parameters), written next to front points.
+    """
+    import numpy as np
+
+    values = np.asarray(values, dtype=float)
+    on_front = np.asarray(on_front, dtype=bool)
+    figure = Figure(figsize=(6, 4.5), layout="constrained")
+    axes = figure.add_subplot()
+    axes.scatter(values[~on_front, 0], values[~on_front, 1], s=16, color="0.6", label="trial")
+    front = values[on_front]
+    order = np.argsort(front[:, 0])
+    axes.plot(front[order, 0], front[order, 1], marker="o", color="C3", label="Pareto front")
+    if labels is not None:
+        for (x, y), text in zip(values[on_front], np.asarray(labels, dtype=object)[on_front]):
+            axes.annotate(str(text), (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    axes.set_xlabel(names[0])
+    axes.set_ylabel(names[1])
+    axes.set_title(title)
+    axes.grid(alpha=0.3)
+    axes.legend()
+    return figure
+
+
+def plot_param_importances(importances: Mapping[str, Mapping[str, float]], *, title: str = "parameter importances") -> Figure:
+    """Horizontal bars of each parameter's importance, one panel per objective (fractions summing to 1)."""
+    figure = Figure(figsize=(4.5 * max(1, len(importances)), 3.2), layout="constrained")
+    for index, (objective, values) in enumerate(importances.items()):
+        axes = figure.add_subplot(1, max(1, len(importances)), index + 1)
+        names = list(values)[::-1]
+        axes.barh(names, [values[n] for n in names], color="C0")
+        axes.set_xlabel("importance")
+        axes.set_title(objective)
+        axes.set_xlim(0, 1)
+    figure.suptitle(title)
+    return figure

@@ -12,9 +12,9 @@ from collections.abc import Sequence
 
 from .. import __version__
 from ..errors import ComplexityTrackerError
-from . import measure, train, ui  # noqa: F401
+from . import dashboard, measure, study, train, ui  # noqa: F401
 
-SUBCOMMAND_MODULES = [measure, train, ui]
+SUBCOMMAND_MODULES = [measure, train, ui, study, dashboard]
 
 
 def build_parser() -> argparse.ArgumentParser:

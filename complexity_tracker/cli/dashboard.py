@@ -1,0 +1,56 @@
+"""``complexity-tracker dashboard``: optuna-dashboard on a study's storage, bound to 127.0.0.1."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from ..studies.config import load_study_config
+from ..studies.storage import STORAGE_ENV, dashboard_target, existing_storage_url, redact_url, storage_kind
+from .ui import UIError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "dashboard",
+        help="browse a study's trials in optuna-dashboard",
+        description="Serve optuna-dashboard on the storage of a study config (or --storage); stop it with Ctrl-C.",
+    )
+    parser.add_argument("config", nargs="?", help="study config whose storage to open (e.g. studies/quickstart.toml)")
+    parser.add_argument("--storage", help=f"Optuna storage URL (default: ${STORAGE_ENV}, the config's storage, "
+                        "else the default SQLite/journal file found here)")
+    parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default: 127.0.0.1, this machine only)")
+    parser.add_argument("--port", type=int, default=8080, help="port (default: 8080)")
+    parser.set_defaults(handler=run)
+
+
+def dashboard_command(storage_url: str, host: str, port: int) -> list[str]:
+    """The ``optuna-dashboard`` command line serving ``storage_url`` on ``host:port``."""
+    executable = Path(sys.executable).with_name("optuna-dashboard")
+    program = str(executable) if executable.exists() else shutil.which("optuna-dashboard")
+    if program is None:
+        raise UIError("optuna-dashboard is not installed: pip install 'complexity-tracker[dashboard]'")
+    storage_class = "JournalFileStorage" if storage_kind(storage_url) == "journal" else "RDBStorage"
+    return [program, dashboard_target(storage_url), "--storage-class", storage_class,
+            "--host", host, "--port", str(port)]
+
+
+def run(args: argparse.Namespace) -> int:
+    if not 0 < args.port < 65536:
+        raise UIError(f"--port must be between 1 and 65535, got {args.port}")
+    if args.config is None and args.storage is None:
+        raise UIError("give a study config (e.g. studies/quickstart.toml) or --storage URL")
+    if args.config is not None:
+        storage_url = existing_storage_url(args.storage, load_study_config(args.config).study)
+    else:
+        storage_url = args.storage
+    command = dashboard_command(storage_url, args.host, args.port)
+    print(f"optuna-dashboard for {redact_url(storage_url)} at http://{args.host}:{args.port} (Ctrl-C stops it)",
+          flush=True)
+    try:
+        return subprocess.call(command)
+    except KeyboardInterrupt:
+        return 0

@@ -1,0 +1,141 @@
+"""``complexity-tracker study run|status|report``: Optuna studies over tracked training runs."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import optuna
+from mlflow.tracking import MlflowClient
+
+from ..studies.config import StudyConfig, load_study_config
+from ..studies.factory import load_existing_study
+from ..studies.mlflow_runs import PARENT_RUN_ATTR, study_tracking_uri
+from ..studies.report import format_table, summary_line, trial_rows, write_report
+from ..studies.runner import print_browse_hints, run_study, run_worker, threads_per_worker
+from ..studies.storage import (
+    STORAGE_ENV,
+    check_workers_supported,
+    create_storage,
+    existing_storage_url,
+    redact_url,
+    resolve_storage_url,
+)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "study",
+        help="run and inspect Optuna studies (lambda, depth, complexity ceiling, train-test gap)",
+        description="Optuna studies whose trials are tracked training runs (one MLflow child run per trial).",
+    )
+    commands = parser.add_subparsers(dest="study_command", required=True, metavar="STUDY_COMMAND")
+
+    run = commands.add_parser(
+        "run", help="run or resume a study",
+        description="Run the study of CONFIG, or resume it when a study of that name exists in the storage. "
+        "Start the same command on other machines (shared PostgreSQL storage and MLflow server) to add workers.",
+    )
+    _add_common(run)
+    run.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, [study] "
+                     "tracking_uri, else sqlite:///mlflow.db)")
+    run.add_argument("--n-trials", type=int, help="total trials of the study, over all workers (default: [study] n_trials)")
+    run.add_argument("--workers", type=int, help="worker processes on this machine (default: [study] workers, 1)")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.add_argument("--no-log-model", action="store_true", help="do not store each trial's model in MLflow")
+    run.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    run.add_argument("--threads", type=int, help="torch threads of this worker (default: cores / workers)")
+    run.set_defaults(handler=run_command)
+
+    status = commands.add_parser("status", help="table of the study's trials: params, values, complexity, state")
+    _add_common(status)
+    status.set_defaults(handler=status_command)
+
+    report = commands.add_parser(
+        "report", help="rebuild the study's tables and figures from the storage and MLflow",
+        description="Write trials.csv and the figures (ceiling heatmap and curves, gap vs lambda, Pareto front, "
+        "parameter importances) to --out and log them on the study's MLflow parent run under study/.",
+    )
+    _add_common(report)
+    report.add_argument("--tracking-uri", help="MLflow tracking URI (as for study run)")
+    report.add_argument("--out", help="output folder (default: reports/<study name>)")
+    report.add_argument("--no-upload", action="store_true", help="do not read from or log to MLflow")
+    report.set_defaults(handler=report_command)
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", help="study config (TOML), e.g. studies/quickstart.toml")
+    parser.add_argument("--storage", help=f"Optuna storage URL (default: ${STORAGE_ENV}, [study] storage, else "
+                        "sqlite:///optuna.db for one worker, journal:optuna.journal for several)")
+
+
+def run_command(args: argparse.Namespace) -> int:
+    config = load_study_config(args.config).with_n_trials(args.n_trials)
+    workers = args.workers or config.study.workers
+    storage_url = resolve_storage_url(args.storage, config.study, workers)
+    tracking_uri = study_tracking_uri(args.tracking_uri, config.study)
+    log_model = not args.no_log_model
+    if args.worker:
+        return run_worker(config, storage_url=storage_url, tracking_uri=tracking_uri,
+                          threads=args.threads or threads_per_worker(1), log_model=log_model)
+    check_workers_supported(storage_url, workers)
+    print(
+        f"study {config.study.name!r}: {config.study.n_trials} trials, {workers} worker(s) x "
+        f"{threads_per_worker(workers)} torch thread(s)\n  storage:  {redact_url(storage_url)}\n"
+        f"  tracking: {redact_url(tracking_uri)}  (experiment {config.study.experiment_name!r})",
+        flush=True,
+    )
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    outcome = run_study(
+        config, config_path=args.config, storage_url=storage_url, tracking_uri=tracking_uri, workers=workers,
+        progress=not args.no_progress, log_model=log_model, finalize=_finalize(config, tracking_uri),
+    )
+    print(summary_line(outcome.study, config))
+    if outcome.interrupted:
+        print("interrupted: run the same command again to resume the study", file=sys.stderr)
+    elif not outcome.complete:
+        print("trials are still running in other workers; `study status` shows their progress")
+    print_browse_hints(outcome, args.config)
+    failed_workers = [c for c in outcome.worker_exit_codes if c not in (0, 130)]
+    if failed_workers:
+        print(f"{len(failed_workers)} worker process(es) failed (exit codes {failed_workers}); see their output above",
+              file=sys.stderr)
+        return 1
+    return 130 if outcome.interrupted else 0
+
+
+def _finalize(config: StudyConfig, tracking_uri: str) -> Callable[[optuna.Study, str], None]:
+    """Write the study report onto the parent run (called once the last trial has finished)."""
+
+    def finalize(study: optuna.Study, parent_run_id: str) -> None:
+        client = MlflowClient(tracking_uri)
+        with tempfile.TemporaryDirectory() as folder:
+            write_report(study, config, folder, client=client, parent_run_id=parent_run_id)
+
+    return finalize
+
+
+def status_command(args: argparse.Namespace) -> int:
+    config = load_study_config(args.config)
+    study = load_existing_study(config, create_storage(existing_storage_url(args.storage, config.study), config.study))
+    print(summary_line(study, config))
+    print(format_table(trial_rows(study, config)))
+    return 0
+
+
+def report_command(args: argparse.Namespace) -> int:
+    config = load_study_config(args.config)
+    study = load_existing_study(config, create_storage(existing_storage_url(args.storage, config.study), config.study))
+    out = Path(args.out or Path("reports") / config.study.name)
+    client = None if args.no_upload else MlflowClient(study_tracking_uri(args.tracking_uri, config.study))
+    parent_run_id = None if args.no_upload else study.user_attrs.get(PARENT_RUN_ATTR)
+    written = write_report(study, config, out, client=client, parent_run_id=parent_run_id)
+    print(summary_line(study, config))
+    for path in written:
+        print(f"  {path}")
+    if parent_run_id:
+        print(f"logged under study/ on MLflow parent run {parent_run_id}")
+    return 0

@@ -1,0 +1,121 @@
+"""Build a study's sampler and pruner from its config, and create or load the study itself."""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import optuna
+from optuna.storages import BaseStorage
+
+from .budget import enqueue_slots, n_slots
+from .config import StudyConfig, StudyConfigError
+
+_SAMPLERS: dict[str, Callable[..., optuna.samplers.BaseSampler]] = {
+    "tpe": optuna.samplers.TPESampler,
+    "random": optuna.samplers.RandomSampler,
+    "nsga2": optuna.samplers.NSGAIISampler,
+    "qmc": optuna.samplers.QMCSampler,
+}
+_PRUNERS: dict[str, Callable[..., optuna.pruners.BasePruner]] = {
+    "none": optuna.pruners.NopPruner,
+    "median": optuna.pruners.MedianPruner,
+    "percentile": optuna.pruners.PercentilePruner,
+    "hyperband": optuna.pruners.HyperbandPruner,
+    "successive_halving": optuna.pruners.SuccessiveHalvingPruner,
+}
+
+
+def make_sampler(config: StudyConfig) -> optuna.samplers.BaseSampler:
+    """The ``[study] sampler`` with its options (the grid sampler gets the grid of ``[search]``)."""
+    settings = config.study
+    if settings.sampler == "grid":
+        space = {p.name: list(p.grid_values()) for p in config.search}
+        return _build("sampler", "grid", optuna.samplers.GridSampler, {"search_space": space, **settings.sampler_options})
+    return _build("sampler", settings.sampler, _SAMPLERS[settings.sampler], settings.sampler_options)
+
+
+def make_pruner(config: StudyConfig) -> optuna.pruners.BasePruner:
+    """The ``[study] pruner`` with its options; epochs are the pruner's steps."""
+    settings = config.study
+    options = dict(settings.pruner_options)
+    if settings.pruner == "hyperband":
+        options.setdefault("max_resource", config.base_run_config().epochs)
+    return _build("pruner", settings.pruner, _PRUNERS[settings.pruner], options)
+
+
+def _build(kind: str, name: str, factory: Callable[..., Any], options: Mapping[str, Any]) -> Any:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return factory(**options)
+    except (TypeError, ValueError) as exc:
+        raise StudyConfigError(f"[study] {kind} {name!r}: bad option in {dict(options)}: {exc}") from exc
+
+
+def open_study(config: StudyConfig, storage: BaseStorage, wait_s: float = 120.0) -> tuple[optuna.Study, bool]:
+    """Create the study and enqueue its trial budget, or load it when it exists (a resume or a
+    second worker).  Returns ``(study, created)``.
+
+    Only the process whose ``create_study`` succeeds enqueues the slots; others wait (up to
+    ``wait_s`` seconds) until the slots are there.  A larger ``n_trials`` than the stored one
+    enqueues the extra slots; a smaller one is an error.
+    """
+    settings = config.study
+    sampler, pruner = make_sampler(config), make_pruner(config)
+    try:
+        study = optuna.create_study(
+            storage=storage, study_name=settings.name, directions=list(settings.directions),
+            sampler=sampler, pruner=pruner,
+        )
+    except optuna.exceptions.DuplicatedStudyError:
+        study = optuna.load_study(study_name=settings.name, storage=storage, sampler=sampler, pruner=pruner)
+        _check_same_directions(study, config)
+        stored = _wait_for_slots(study, wait_s)
+        if settings.n_trials < stored:
+            raise StudyConfigError(
+                f"study {settings.name!r} already has n_trials={stored}; n_trials can only grow "
+                f"(asked for {settings.n_trials}); use another [study] name for a smaller study"
+            )
+        if settings.n_trials > stored:
+            enqueue_slots(study, config, start=stored)
+        return study, False
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names(list(settings.objectives))
+    enqueue_slots(study, config)
+    return study, True
+
+
+def load_existing_study(config: StudyConfig, storage: BaseStorage) -> optuna.Study:
+    """Load the study named in the config (for status, report and dashboard)."""
+    try:
+        return optuna.load_study(study_name=config.study.name, storage=storage)
+    except KeyError as exc:
+        raise StudyConfigError(
+            f"no study named {config.study.name!r} in this storage; run `complexity-tracker study run` first "
+            "or pass the storage it used with --storage"
+        ) from exc
+
+
+def _check_same_directions(study: optuna.Study, config: StudyConfig) -> None:
+    stored = [d.name.lower() for d in study.directions]
+    if stored != list(config.study.directions):
+        raise StudyConfigError(
+            f"study {config.study.name!r} exists with directions {stored}, the config asks for "
+            f"{list(config.study.directions)}: change [study] name for a new study"
+        )
+
+
+def _wait_for_slots(study: optuna.Study, wait_s: float) -> int:
+    deadline = time.monotonic() + wait_s
+    while (stored := n_slots(study)) is None:
+        if time.monotonic() > deadline:
+            raise StudyConfigError(
+                f"study {study.study_name!r} has no trial budget after {wait_s:.0f} s: it was not created by "
+                "complexity-tracker, or its creator died while enqueuing; use a new [study] name"
+            )
+        time.sleep(0.5)
+    return stored

@@ -167,6 +167,7 @@ class _LayerDensity(nn.Module):
         self.optimizer.zero_grad(set_to_none=True)
         objective.backward()
         self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
         self.energy.requires_grad_(False)
 
 

@@ -1,14 +1,65 @@
-"""``complexity-tracker measure``: the complexity of a saved model's gating layers on a probe."""
+"""``complexity-tracker measure``: per-layer complexity of saved models on their dataset's probe."""
 
 from __future__ import annotations
 
 import argparse
+import json
+import math
+
+from ..data import load_data
+from ..estimators import ESTIMATORS
+from ..metrics import ComplexityReport, class_balanced_probe, measure_complexity
+from ..training import load_checkpoint
+
+COLUMNS = ("layer", "d", "N", "H", "I_XS", "I_XSY", "C", "TC")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("measure", help="measure the complexity of a network on the digits probe")
+    parser = subparsers.add_parser(
+        "measure",
+        help="measure the complexity of saved models (checkpoint files)",
+        description="Measure H, I(X;S), I(X;S;Y), C and TC (bits) of every gating layer of each checkpoint, "
+        "on a class-balanced probe of the training split of the checkpoint's dataset.",
+    )
+    parser.add_argument("checkpoints", nargs="+", metavar="CHECKPOINT", help="files written by save_checkpoint")
+    parser.add_argument("--per-class", type=int, default=200, help="probe samples per class (default: 200)")
+    parser.add_argument("--probe-seed", type=int, default=0, help="seed of the probe sample (default: 0)")
+    parser.add_argument("--estimator", choices=sorted(ESTIMATORS), default="kde", help="entropy estimator (default: kde)")
+    parser.add_argument("--lam", type=float, default=None, help="kde kernel width (default: 0.01 vectors, 0.04 maps)")
+    parser.add_argument("--layers", nargs="+", default=None, help="layer names or glob patterns (default: all)")
+    parser.add_argument("--stochastic", action="store_true", help="keep dropout/sampling on; estimate H(S|X)")
+    parser.add_argument("--repeats", type=int, default=10, help="forward passes per input with --stochastic")
+    parser.add_argument("--json", action="store_true", help="print one JSON object per checkpoint instead of a table")
     parser.set_defaults(handler=run)
 
 
+def format_report(report: ComplexityReport) -> str:
+    """A fixed-width table of a report, values in bits."""
+    rows = [COLUMNS] + [
+        (r.name, str(r.d), str(r.N), *(f"{getattr(r, m):.3f}" if math.isfinite(getattr(r, m)) else "n/a"
+                                        for m in COLUMNS[3:]))
+        for r in report.records
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
+    lines = ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
+             for row in rows]
+    return "\n".join([lines[0], "-" * len(lines[0]), *lines[1:]])
+
+
 def run(args: argparse.Namespace) -> int:
-    raise NotImplementedError
+    for path in args.checkpoints:
+        model, config = load_checkpoint(path)
+        data = load_data(config)
+        probe = class_balanced_probe(data.y_train, per_class=args.per_class, seed=args.probe_seed)
+        options = {"lam": args.lam} if args.estimator == "kde" else {}
+        report = measure_complexity(
+            model, data.x_train[probe], data.y_train[probe], layers=args.layers, estimator=args.estimator,
+            stochastic=args.stochastic, repeats=args.repeats, **options,
+        )
+        if args.json:
+            print(json.dumps({"checkpoint": path, "layers": report.to_records()}))
+        else:
+            print(f"{path}: {config.model} depth {config.depth} width {config.width} on {config.dataset}, "
+                  f"estimator {args.estimator}, values in bits")
+            print(format_report(report))
+    return 0

@@ -1,0 +1,131 @@
+"""Compare several trained classifiers: complexity, robustness, transferability and their correlation."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..metrics import class_balanced_probe, measure_complexity
+from .attacks import check_inputs
+from .config import RobustnessConfig
+from .correlation import Correlation, complexity_robustness_correlations
+from .errors import IncompatibleModelsError
+from .evaluate import RobustnessReport, evaluate_robustness, select_samples
+from .transfer import TransferMatrix, check_same_classes, transfer_matrix
+
+
+@dataclass
+class EvaluatedModel:
+    """One model's complexity (bits, ``ComplexityReport.to_dict()`` keys) and robustness."""
+
+    name: str
+    complexity: dict[str, float]
+    robustness: RobustnessReport
+    run_id: str | None = None
+    transfer: dict[str, float] = field(default_factory=dict)
+
+    def measures(self) -> dict[str, float]:
+        """Robustness measures plus ``transfer_out``/``transfer_in`` (mean rates to/from the other models)."""
+        return {**self.robustness.measures(), **self.transfer}
+
+
+@dataclass
+class ComparisonResult:
+    """Models ordered by ``complexity_key`` (ascending), their transfer matrix in that order, and
+    the Spearman correlations between every complexity value and every robustness measure."""
+
+    models: list[EvaluatedModel]
+    transfer: TransferMatrix | None
+    correlations: list[Correlation]
+    complexity_key: str
+    config: RobustnessConfig
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "complexity_key": self.complexity_key,
+            "config": self.config.to_dict(),
+            "models": [
+                {"name": m.name, "run_id": m.run_id, "complexity": m.complexity, "measures": m.measures()}
+                for m in self.models
+            ],
+            "transfer": self.transfer.to_dict() if self.transfer is not None else None,
+            "correlations": [c.to_dict() for c in self.correlations],
+        }
+
+
+def _complexity_of(model: nn.Module, probe_x: torch.Tensor, probe_y: torch.Tensor,
+                   complexity_kwargs: Mapping[str, Any]) -> dict[str, float]:
+    return measure_complexity(model, probe_x, probe_y, **complexity_kwargs).to_dict()
+
+
+def compare_models(
+    models: Mapping[str, nn.Module],
+    inputs: torch.Tensor,
+    labels: torch.Tensor,
+    config: RobustnessConfig | None = None,
+    *,
+    probe: tuple[torch.Tensor, torch.Tensor] | None = None,
+    probe_per_class: int = 200,
+    complexity_key: str = "H/network",
+    complexity_kwargs: Mapping[str, Any] | None = None,
+    run_ids: Mapping[str, str] | None = None,
+    transfer: bool = True,
+) -> ComparisonResult:
+    """Measure complexity and robustness of each model, the transfer matrix and the correlations.
+
+    Args:
+        models: name -> classifier; all must predict the same classes on inputs of the same shape.
+        inputs, labels: evaluation data in [0, 1]; ``config.n_samples`` of them are attacked.
+        config: attacks, budgets, seed.
+        probe: (inputs, labels) on which complexity is measured; by default a class-balanced
+            probe of ``probe_per_class`` samples per class drawn from ``inputs``.
+        complexity_key: the complexity value (a ``ComplexityReport.to_dict()`` key, bits) that
+            orders the models, e.g. ``"H/network"``.
+        complexity_kwargs: extra arguments of :func:`~complexity_tracker.measure_complexity`.
+        run_ids: name -> MLflow run id, kept on the results for logging.
+        transfer: also compute the transfer matrix (needs >= 2 models to be informative).
+    """
+    config = config or RobustnessConfig()
+    if not models:
+        raise IncompatibleModelsError("no models to compare; give at least one model")
+    labels = labels.cpu()
+    check_inputs(inputs, labels)
+    names = list(models)
+    n_classes = check_same_classes(list(models.values()), names, inputs)
+    check_inputs(inputs, labels, n_classes)
+    if probe is None:
+        chosen = torch.as_tensor(class_balanced_probe(labels, per_class=probe_per_class, seed=config.seed))
+        probe = (inputs[chosen], labels[chosen])
+    complexity = {name: _complexity_of(models[name], *probe, complexity_kwargs or {}) for name in names}
+    missing = [name for name in names if complexity_key not in complexity[name]]
+    if missing:
+        raise IncompatibleModelsError(
+            f"complexity_key {complexity_key!r} is not measured for {missing}; "
+            f"available keys: {sorted(complexity[missing[0]])}"
+        )
+
+    def order(name: str) -> float:
+        value = complexity[name][complexity_key]
+        return math.inf if math.isnan(value) else value
+
+    names.sort(key=order)
+    evaluated = [
+        EvaluatedModel(name, complexity[name], evaluate_robustness(models[name], inputs, labels, config),
+                       (run_ids or {}).get(name))
+        for name in names
+    ]
+    matrix = None
+    if transfer and len(names) >= 2:
+        x, y = select_samples(inputs, labels, config.n_samples, config.seed)
+        matrix = transfer_matrix([models[name] for name in names], names, x, y, config)
+        for index, model in enumerate(evaluated):
+            model.transfer = {"transfer_out": matrix.outgoing(index), "transfer_in": matrix.incoming(index)}
+    correlations = complexity_robustness_correlations(
+        [m.complexity for m in evaluated], [m.measures() for m in evaluated]
+    )
+    return ComparisonResult(evaluated, matrix, correlations, complexity_key, config)

@@ -39,7 +39,7 @@ def wait_for_http(url: str, process: subprocess.Popen, timeout_s: float, log_pat
     raise TimeoutError(f"{url} did not answer within {timeout_s:.0f} s:\n{log_path.read_text()[-3000:]}")
 
 
-def stop_process(process: subprocess.Popen, grace_s: float = 10.0) -> None:
+def stop_process(process: subprocess.Popen, grace_s: float = 3.0) -> None:
     """Terminate ``process`` and its children (it leads its own process group), then kill if needed."""
     if process.poll() is not None:
         return

@@ -12,9 +12,9 @@ from collections.abc import Sequence
 
 from .. import __version__
 from ..errors import ComplexityTrackerError
-from . import dashboard, measure, study, train, ui  # noqa: F401
+from . import dashboard, evaluate, measure, study, train, ui  # noqa: F401
 
-SUBCOMMAND_MODULES = [measure, train, ui, study, dashboard]
+SUBCOMMAND_MODULES = [measure, train, ui, study, dashboard, evaluate]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -13,6 +13,7 @@ emptied) or that repeats a slot already taken is *surplus*: it is pruned at once
 
 from __future__ import annotations
 
+import itertools
 import warnings
 from collections.abc import Sequence
 
@@ -20,7 +21,7 @@ import optuna
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
-from .config import StudyConfig
+from .config import LAM_IS_ZERO, StudyConfig
 
 SLOT_ATTR = "slot"
 SURPLUS_ATTR = "surplus"
@@ -30,10 +31,29 @@ N_SLOTS_ATTR = "n_trials"
 
 def enqueue_slots(study: optuna.Study, config: StudyConfig, start: int = 0) -> None:
     """Enqueue slots ``start .. n_trials - 1`` (grid cells for the grid sampler) and record the total."""
-    cells = config.grid() if config.study.sampler == "grid" else [{} for _ in range(config.study.n_trials)]
+    cells = config.grid() if config.study.sampler == "grid" else sampled_cells(config)
     for slot in range(start, config.study.n_trials):
         study.enqueue_trial(cells[slot], user_attrs={SLOT_ATTR: slot})
     study.set_user_attr(N_SLOTS_ATTR, config.study.n_trials)
+
+
+def sampled_cells(config: StudyConfig) -> list[dict]:
+    """Fixed parameters of each slot of a sampled (non-grid) study: ``{}`` lets the sampler choose.
+
+    A ``log10_lam`` range with ``include_zero`` gets lam = 0 baseline slots first: one per
+    combination of the other list-valued settings when they fit in a quarter of the budget, else
+    one; every other slot is pinned to lam > 0 (``lam_is_zero = False``) and samples the rest.
+    """
+    n_trials = config.study.n_trials
+    zero = next((p for p in config.search if p.include_zero and p.choices is None), None)
+    if zero is None:
+        return [{} for _ in range(n_trials)]
+    listed = [p for p in config.search if p.choices is not None]
+    combinations = [dict(zip([p.name for p in listed], values))
+                    for values in itertools.product(*(p.grid_values() for p in listed))]
+    baselines = combinations if len(combinations) <= max(1, n_trials // 4) else [{}]
+    cells = [{LAM_IS_ZERO: True, **cell} for cell in baselines]
+    return (cells + [{LAM_IS_ZERO: False} for _ in range(n_trials)])[:n_trials]
 
 
 def n_slots(study: optuna.Study) -> int | None:

@@ -59,6 +59,16 @@ def study_trials(study: optuna.Study) -> list[FrozenTrial]:
     return [t for t in study.get_trials(deepcopy=False) if not t.user_attrs.get(SURPLUS_ATTR)]
 
 
+def param_names(config: StudyConfig) -> list[str]:
+    """Names of the study's Optuna parameters, in config order."""
+    names = []
+    for param in config.search:
+        if param.include_zero and param.choices is None:
+            names.append(LAM_IS_ZERO)
+        names.append(param.name)
+    return names
+
+
 def trial_rows(study: optuna.Study, config: StudyConfig, per_layer: bool = False) -> list[dict[str, Any]]:
     """One row per trial: number, state, parameters, objective values, complexity (bits), run id."""
     trials = study_trials(study)
@@ -66,7 +76,7 @@ def trial_rows(study: optuna.Study, config: StudyConfig, per_layer: bool = False
     rows = []
     for trial in trials:
         row: dict[str, Any] = {"trial": trial.number, "state": state_label(trial, retried)}
-        row.update(trial.params)
+        row.update({name: trial.params.get(name) for name in param_names(config)})
         for index, objective in enumerate(config.study.objectives):
             row[objective] = trial.values[index] if trial.values is not None else None
         complexity = {k: v for k, v in trial.user_attrs.items() if k.startswith(("H/", "I_XSY/"))}

@@ -1,0 +1,95 @@
+"""Helpers for the study tests: tiny configs, the CLI as a real subprocess, a scratch PostgreSQL database."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+POSTGRES_ENV = "COMPLEXITY_TRACKER_TEST_POSTGRES_URL"
+DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
+
+#: A run that trains in about a second: digits, one small hidden layer, a 100-sample probe.
+TINY_RUN = """
+[run]
+dataset = "digits"
+model = "mlp"
+width = 12
+n_train = 200
+n_test = 100
+batch_size = 50
+probe_per_class = 10
+"""
+
+
+def write_config(folder: Path, name: str, study: str, search: str, run: str = "epochs = 1") -> Path:
+    """A study config file: ``[study] name`` plus ``study`` lines, the tiny run plus ``run`` lines."""
+    path = folder / f"{name}.toml"
+    path.write_text(f'[study]\nname = "{name}"\n{study}\n{TINY_RUN}{run}\n\n[search]\n{search}\n')
+    return path
+
+
+def cli_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "complexity_tracker.cli.main", *args]
+
+
+def clean_env(**values: str) -> dict[str, str]:
+    """This environment without study/MLflow settings, plus ``values``."""
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "COMPLEXITY_TRACKER_STORAGE")}
+    env["PYTHONPATH"] = str(REPO_ROOT)
+    env.update(values)
+    return env
+
+
+def run_cli(*args: str, cwd: Path, timeout: float = 240, **env: str) -> subprocess.CompletedProcess:
+    """Run ``complexity-tracker ARGS`` to completion in ``cwd``; fail with its output on a non-zero exit."""
+    result = subprocess.run(cli_command(*args), cwd=cwd, env=clean_env(**env), capture_output=True, text=True,
+                            timeout=timeout)
+    assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
+    return result
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, what: str, interval: float = 0.3) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(interval)
+
+
+@contextlib.contextmanager
+def scratch_postgres_database() -> Iterator[str]:
+    """Create a fresh database on the test PostgreSQL server, yield its URL, drop it afterwards.
+
+    The server is ``$COMPLEXITY_TRACKER_TEST_POSTGRES_URL`` (default the local one).  When it cannot
+    be reached the test is skipped, except under ``CI=true`` where that is a failure.
+    """
+    import psycopg2
+    from psycopg2 import sql
+
+    base_url = os.environ.get(POSTGRES_ENV, DEFAULT_POSTGRES_URL)
+    try:
+        admin = psycopg2.connect(base_url.replace("postgresql+psycopg2://", "postgresql://"), connect_timeout=5)
+    except psycopg2.OperationalError as exc:
+        message = f"PostgreSQL at {base_url} ({POSTGRES_ENV}) is unreachable: {exc}".strip()
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    admin.autocommit = True
+    name = f"ct_study_{uuid.uuid4().hex[:12]}"
+    with admin.cursor() as cursor:
+        cursor.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield base_url.rsplit("/", 1)[0] + "/" + name
+    finally:
+        with admin.cursor() as cursor:
+            cursor.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        admin.close()

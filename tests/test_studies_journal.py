@@ -1,0 +1,55 @@
+"""`study run --workers 2` on one machine: Optuna's journal file, MLflow on SQLite, a grid.
+
+(The PostgreSQL test runs the same check against a real MLflow server.)
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+from optuna.trial import TrialState
+from studies_support import cli_command, clean_env, write_config
+
+from complexity_tracker.studies import budget, create_storage, load_existing_study, load_study_config
+from complexity_tracker.studies.mlflow_runs import PARENT_RUN_ATTR, RUN_ID_ATTR, child_runs
+
+pytestmark = pytest.mark.slow
+
+
+def check_grid_study(study, config, client: MlflowClient) -> None:
+    """Exactly one COMPLETE trial per grid cell, none duplicated, one MLflow child run per trial."""
+    complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    cells = [tuple(sorted(t.params.items())) for t in complete]
+    assert len(cells) == len(set(cells)), f"a grid cell ran twice: {sorted(cells)}"
+    assert set(cells) == {tuple(sorted(c.items())) for c in config.grid()}
+    assert len(budget.finished(study)) == config.study.n_trials and budget.remaining(study) == (0, 0)
+    parent_id = study.user_attrs[PARENT_RUN_ATTR]
+    assert client.get_run(parent_id).info.status == "FINISHED"
+    runs = {r.info.run_id: r for r in child_runs(client, parent_id)}
+    counted = [t for t in study.trials if not t.user_attrs.get(budget.SURPLUS_ATTR)]
+    assert sorted(runs) == sorted(t.user_attrs[RUN_ID_ATTR] for t in counted)
+    for trial in complete:
+        assert runs[trial.user_attrs[RUN_ID_ATTR]].info.status == "FINISHED"
+
+
+def test_two_workers_share_a_journal_file(tmp_path: Path) -> None:
+    path = write_config(tmp_path, "journal", study='sampler = "grid"', search="depth = [1, 2]\nwidth = [6, 12]")
+    storage = f"journal:{tmp_path / 'optuna.journal'}"
+    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    launcher = subprocess.Popen(
+        cli_command("study", "run", str(path), "--workers", "2", "--storage", storage,
+                    "--tracking-uri", tracking, "--no-log-model", "--no-progress"),
+        cwd=tmp_path, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    stdout, stderr = launcher.communicate(timeout=300)
+    assert launcher.returncode == 0, stderr[-5000:]
+    assert "2 worker(s) x 1 torch thread(s)" in stdout
+    assert "complexity-tracker dashboard" in stdout  # how to browse it
+    config = load_study_config(path)
+    study = load_existing_study(config, create_storage(storage, config.study))
+    check_grid_study(study, config, MlflowClient(tracking))
+    workers = {t.user_attrs["worker"] for t in study.trials if "worker" in t.user_attrs}
+    assert workers and not any(w.endswith(f":{launcher.pid}") for w in workers)  # trials ran in worker processes

@@ -48,20 +48,36 @@ def binary_entropy_sum(rates: torch.Tensor) -> torch.Tensor:
 
 
 def soft_kde_entropy(gates: torch.Tensor, lam: float) -> torch.Tensor:
-    """Kernel entropy estimate (bits) of the rows of ``gates`` (N, d), differentiable.
+    """Kernel entropy estimate (bits) of the rows of ``gates`` (..., N, d), differentiable.
 
     Same formula as :func:`complexity_tracker.estimators.kde_entropy`, with the squared
     Euclidean distance of soft gates in place of the Hamming distance (equal on 0/1 data).
+    Leading dimensions are independent sets (one per layer); the result has their shape.
     """
-    n, d = gates.shape
-    norms = gates.pow(2).sum(dim=1)
-    distances = (norms[:, None] + norms[None, :] - 2.0 * gates @ gates.T).clamp_min(0.0)
-    log_density = torch.logsumexp(-distances / (2.0 * lam * d), dim=1) - math.log(n)
-    return -log_density.mean() / _LN2
+    n, d = gates.shape[-2:]
+    norms = gates.pow(2).sum(dim=-1)
+    distances = norms[..., :, None] + norms[..., None, :] - 2.0 * gates @ gates.transpose(-1, -2)
+    mean_log_density = torch.logsumexp(distances * (-1.0 / (2.0 * lam * d)), dim=-1).mean(dim=-1)
+    return (math.log(n) - mean_log_density) / _LN2
+
+
+LayerGroup = tuple[tuple[str, ...], torch.Tensor]
+
+
+def group_layers(records: list[tuple[str, torch.Tensor]]) -> list[LayerGroup]:
+    """Stack the pre-activations of layers with the same shape: ``(names, (L, N, d))`` per shape.
+
+    Layers of equal size are then processed by one batched computation instead of one each.
+    """
+    groups: dict[tuple[int, ...], list[tuple[str, torch.Tensor]]] = {}
+    for name, z in records:
+        groups.setdefault(tuple(z.shape), []).append((name, z))
+    return [(tuple(n for n, _ in members), torch.stack([z.flatten(1) for _, z in members]))
+            for members in groups.values()]
 
 
 class ComplexityLoss(nn.Module):
-    """Base class: records the selected layers' pre-activations and sums a per-layer entropy (bits).
+    """Base class: records the selected layers' pre-activations; ``forward`` sums their entropy estimates (bits).
 
     Use ``with loss.recording() as recorder: logits = model(x)`` then ``loss(recorder.records())``.
 
@@ -84,26 +100,24 @@ class ComplexityLoss(nn.Module):
             yield self.recorder
 
     def forward(self, records: list[tuple[str, torch.Tensor]], update: bool = True) -> torch.Tensor:
-        """Sum over recorded layers of the entropy estimate, in bits.
+        """Sum over the recorded layers of the entropy estimate, in bits.
 
         Args:
             records: ``(layer, pre-activation)`` pairs from :meth:`recording`.
             update: also update the estimator's own state (running marginals, energy network).
         """
-        return torch.stack([self.layer_entropy(name, z, soft_gates(z, self.beta), update)
-                            for name, z in records]).sum()
-
-    def layer_entropy(self, name: str, preactivation: torch.Tensor, gates: torch.Tensor,
-                      update: bool) -> torch.Tensor:
         raise NotImplementedError
 
 
 class MarginalEntropyLoss(ComplexityLoss):
-    """``C_l = sum_i h(p_i)`` with ``p_i`` the batch mean of unit i's soft gate (an upper bound on H)."""
+    """``C_l = sum_i h(p_i)`` with ``p_i`` the batch mean of unit i's soft gate (an upper bound on H).
 
-    def layer_entropy(self, name: str, preactivation: torch.Tensor, gates: torch.Tensor,
-                      update: bool) -> torch.Tensor:
-        return binary_entropy_sum(gates.mean(dim=0))
+    The sum over layers is the sum over all their units, so all layers are handled in one pass.
+    """
+
+    def forward(self, records: list[tuple[str, torch.Tensor]], update: bool = True) -> torch.Tensor:
+        preactivations = torch.cat([z.flatten(1) for _, z in records], dim=1)
+        return binary_entropy_sum(soft_gates(preactivations, self.beta).mean(dim=0))
 
 
 class KDEEntropyLoss(ComplexityLoss):
@@ -114,68 +128,95 @@ class KDEEntropyLoss(ComplexityLoss):
         super().__init__(model, layers, beta)
         self.kde_lam = kde_lam
 
-    def layer_entropy(self, name: str, preactivation: torch.Tensor, gates: torch.Tensor,
-                      update: bool) -> torch.Tensor:
-        lam = self.kde_lam or (DEFAULT_LAM_CONV if preactivation.ndim > 2 else DEFAULT_LAM_VECTOR)
-        return soft_kde_entropy(gates, lam)
+    def forward(self, records: list[tuple[str, torch.Tensor]], update: bool = True) -> torch.Tensor:
+        is_conv = {name: z.ndim > 2 for name, z in records}
+        total = []
+        for names, stacked in group_layers(records):
+            lam = self.kde_lam or (DEFAULT_LAM_CONV if is_conv[names[0]] else DEFAULT_LAM_VECTOR)
+            total.append(soft_kde_entropy(torch.sigmoid(self.beta * stacked), lam).sum())
+        return torch.stack(total).sum()
 
 
-class EnergyNetwork(nn.Module):
-    """``f(s)``: a scalar energy correction for gate vectors of one layer (d -> h -> h -> 1)."""
+class EnergyNetworks(nn.Module):
+    """``f_l(s)`` for L layers of d units each, evaluated together: d -> h -> 1 per layer, SiLU.
 
-    def __init__(self, d: int) -> None:
+    ``h = d / 4`` clipped to [32, 512]; initialised like ``nn.Linear``.  Input (L, N, d), output (L, N).
+    """
+
+    def __init__(self, layers: int, d: int) -> None:
         super().__init__()
         hidden = min(512, max(32, d // 4))
-        self.net = nn.Sequential(nn.Linear(d, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(),
-                                 nn.Linear(hidden, 1))
+        self.w1 = nn.Parameter(torch.empty(layers, d, hidden).uniform_(-d**-0.5, d**-0.5))
+        self.b1 = nn.Parameter(torch.empty(layers, 1, hidden).uniform_(-d**-0.5, d**-0.5))
+        self.w2 = nn.Parameter(torch.empty(layers, hidden, 1).uniform_(-hidden**-0.5, hidden**-0.5))
+        self.b2 = nn.Parameter(torch.empty(layers, 1, 1).uniform_(-hidden**-0.5, hidden**-0.5))
 
     def forward(self, gates: torch.Tensor) -> torch.Tensor:
-        return self.net(gates).squeeze(1)
+        hidden = nn.functional.silu(torch.baddbmm(self.b1, gates, self.w1))
+        return torch.baddbmm(self.b2, hidden, self.w2).squeeze(-1)
 
 
-class _LayerDensity(nn.Module):
-    """Per-layer state of the ebm loss: running Bernoulli marginals and the energy network."""
+class LayerDensities(nn.Module):
+    """Density model ``p(s) ~ q(s) exp(f(s))`` of a group of equal-sized layers.
+
+    ``marginals`` (L, d) are the running Bernoulli rates of q; ``energy`` holds one f per layer.
+    """
 
     def __init__(self, gates: torch.Tensor) -> None:
         super().__init__()
-        self.register_buffer("marginals", gates.detach().mean(dim=0))
-        self.energy = EnergyNetwork(gates.shape[1]).to(gates.device)
+        self.register_buffer("marginals", gates.detach().mean(dim=1))
+        self.energy = EnergyNetworks(gates.shape[0], gates.shape[2]).to(gates.device)
+        self.energy.requires_grad_(False)
         self.optimizer = torch.optim.Adam(self.energy.parameters(), lr=ENERGY_LR)
 
+    def _clamped_marginals(self) -> torch.Tensor:
+        return self.marginals.clamp(_RATE_EPS, 1.0 - _RATE_EPS)
+
     def log_q(self, gates: torch.Tensor) -> torch.Tensor:
-        """Log-probability (nats) of each row under the product of Bernoulli marginals."""
-        m = self.marginals.clamp(_RATE_EPS, 1.0 - _RATE_EPS)
-        return gates @ torch.log(m) + (1.0 - gates) @ torch.log1p(-m)
+        """Log-probability (nats) of each row under the product of Bernoulli marginals, shape (L, N)."""
+        m = self._clamped_marginals()
+        return (gates @ torch.logit(m)[:, :, None]).squeeze(-1) + torch.log1p(-m).sum(dim=1, keepdim=True)
+
+    def update_marginals(self, gates: torch.Tensor) -> None:
+        """``m <- (1 - MARGINAL_MOMENTUM) m + MARGINAL_MOMENTUM * batch rate``."""
+        self.marginals.lerp_(gates.detach().mean(dim=1), MARGINAL_MOMENTUM)
 
     def langevin(self, start: torch.Tensor, steps: int, tau: float) -> torch.Tensor:
-        """Samples of p ~ q exp(f) by ``steps`` Langevin moves of step ``tau`` from ``start``, kept in [0, 1]."""
+        """Samples of p by ``steps`` Langevin moves of step ``tau`` from ``start``, kept in [0, 1]."""
+        grad_log_q = torch.logit(self._clamped_marginals())[:, None, :]  # log q is linear in s
+        noise = torch.randn((steps, *start.shape), device=start.device, dtype=start.dtype)
+        noise *= math.sqrt(2.0 * tau)
         sample = start.detach()
-        for _ in range(steps):
+        for step in range(steps):
             sample.requires_grad_(True)
-            log_p = (self.energy(sample) + self.log_q(sample)).sum()
-            (grad,) = torch.autograd.grad(log_p, sample)
-            noise = torch.randn_like(sample)
-            sample = (sample + tau * grad + math.sqrt(2.0 * tau) * noise).clamp(0.0, 1.0).detach()
+            (grad_f,) = torch.autograd.grad(self.energy(sample).sum(), sample)
+            sample = (sample + tau * (grad_f + grad_log_q) + noise[step]).clamp_(0.0, 1.0).detach()
         return sample
 
     def contrastive_divergence(self, positive: torch.Tensor, steps: int, tau: float) -> None:
-        """One optimiser step of f raising the energy of the data and lowering that of Langevin samples."""
+        """One optimiser step of each f raising the energy of the data and lowering that of Langevin samples."""
         self.energy.requires_grad_(True)
         negative = self.langevin(positive, steps, tau)
-        f_pos, f_neg = self.energy(positive), self.energy(negative)
-        objective = f_neg.mean() - f_pos.mean() + ENERGY_REGULARISATION * (f_pos.pow(2) + f_neg.pow(2)).mean()
+        f_pos, f_neg = self.energy(torch.cat([positive, negative], dim=1)).chunk(2, dim=1)
+        per_layer = f_neg.mean(dim=1) - f_pos.mean(dim=1) + ENERGY_REGULARISATION * (
+            f_pos.pow(2) + f_neg.pow(2)).mean(dim=1)
         self.optimizer.zero_grad(set_to_none=True)
-        objective.backward()
+        per_layer.sum().backward()
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.energy.requires_grad_(False)
+
+    def entropy(self, gates: torch.Tensor) -> torch.Tensor:
+        """``mean(-f(g) - log q(g))`` per layer, in bits, shape (L,); differentiable in ``gates`` only."""
+        return (-self.energy(gates) - self.log_q(gates)).mean(dim=1) / _LN2
 
 
 class EnergyEntropyLoss(ComplexityLoss):
     """The paper's energy-based estimate ``mean(-f(g) - log q(g))`` in bits (H up to the constant log Z).
 
-    Every call with ``update=True`` (under autograd) first moves the running marginals and trains
-    ``f`` by one contrastive-divergence step; the returned loss then uses the updated ``f``, whose
+    Layers of equal shape share one batched :class:`LayerDensities` (independent parameters per
+    layer).  Every call with ``update=True`` (under autograd) first moves the running marginals and
+    trains f by one contrastive-divergence step; the returned loss then uses the updated f, whose
     parameters receive no gradient from it.
     """
 
@@ -185,18 +226,19 @@ class EnergyEntropyLoss(ComplexityLoss):
         self.steps, self.tau = steps, tau
         self.densities = nn.ModuleDict()
 
-    def layer_entropy(self, name: str, preactivation: torch.Tensor, gates: torch.Tensor,
-                      update: bool) -> torch.Tensor:
-        key = name.replace(".", "/")
-        if key not in self.densities:
-            self.densities[key] = _LayerDensity(gates)
-            self.densities[key].energy.requires_grad_(False)
-        density = self.densities[key]
-        if update and torch.is_grad_enabled():
-            batch_rates = gates.detach().mean(dim=0)
-            density.marginals.mul_(1.0 - MARGINAL_MOMENTUM).add_(MARGINAL_MOMENTUM * batch_rates)
-            density.contrastive_divergence(gates.detach(), self.steps, self.tau)
-        return (-density.energy(gates) - density.log_q(gates)).mean() / _LN2
+    def forward(self, records: list[tuple[str, torch.Tensor]], update: bool = True) -> torch.Tensor:
+        total = []
+        for names, stacked in group_layers(records):
+            gates = torch.sigmoid(self.beta * stacked)
+            key = "+".join(names).replace(".", "/")
+            if key not in self.densities:
+                self.densities[key] = LayerDensities(gates)
+            density = self.densities[key]
+            if update and torch.is_grad_enabled():
+                density.update_marginals(gates)
+                density.contrastive_divergence(gates.detach(), self.steps, self.tau)
+            total.append(density.entropy(gates).sum())
+        return torch.stack(total).sum()
 
 
 def build_complexity_loss(model: nn.Module, config: RunConfig) -> ComplexityLoss | None:

@@ -93,6 +93,22 @@ def test_loss_every_spaces_the_penalised_steps(digits) -> None:
     assert all(torch.equal(a, b) for a, b in zip(plain.model.state_dict().values(), result.model.state_dict().values()))
 
 
+def test_layers_of_equal_and_unequal_size_add_up_as_separate_estimates() -> None:
+    torch.manual_seed(0)
+    model = build_model(RunConfig(model="mlp_mnist"), (1, 8, 8), 10)  # hidden widths 84, 21, 10, 8
+    model.net[3] = torch.nn.Linear(84, 84)
+    model.net[5] = torch.nn.Linear(84, 10)  # now 84, 84, 10, 8: one group of two layers
+    loss = build_complexity_loss(model, RunConfig(loss_method="kde", lam=1.0, loss_beta=5.0))
+    with loss.recording() as recorder:
+        model(torch.rand(30, 1, 8, 8))
+    records = recorder.records()
+    separate = sum(soft_kde_entropy(soft_gates(z, 5.0), 0.01) for _, z in records)
+    assert loss(records).item() == pytest.approx(separate.item(), rel=1e-5)
+    marginal = build_complexity_loss(model, RunConfig(loss_method="marginal", lam=1.0, loss_beta=5.0))
+    expected = sum(binary_entropy_sum(soft_gates(z, 5.0).mean(dim=0)) for _, z in records)
+    assert marginal(records).item() == pytest.approx(expected.item(), rel=1e-5)
+
+
 def test_only_the_selected_layers_are_penalised() -> None:
     model = build_model(RunConfig(**SMALL), (1, 8, 8), 10)
     loss = build_complexity_loss(model, RunConfig(**SMALL, loss_method="kde", lam=1.0, loss_layers=["net.[4]"]))
@@ -118,7 +134,7 @@ def test_ebm_tracks_running_marginals_and_trains_only_its_energy_network() -> No
         value.backward()
     density = loss.densities["net/2"]
     expected = (1 - MARGINAL_MOMENTUM) * rates[0] + MARGINAL_MOMENTUM * rates[1]
-    assert torch.allclose(density.marginals, expected, atol=1e-6)
+    assert torch.allclose(density.marginals[0], expected, atol=1e-6)
     assert any(not torch.equal(a, b) for a, b in zip(before, loss.parameters()))  # a CD step moved f
     assert all(p.grad is None for p in density.energy.parameters())  # the task gradient does not reach f
     assert next(model.parameters()).grad is not None

@@ -11,7 +11,13 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import optuna
 import pytest
+from mlflow.tracking import MlflowClient
+from optuna.trial import TrialState
+
+from complexity_tracker.studies import StudyConfig, budget
+from complexity_tracker.studies.mlflow_runs import PARENT_RUN_ATTR, RUN_ID_ATTR, child_runs
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 POSTGRES_ENV = "COMPLEXITY_TRACKER_TEST_POSTGRES_URL"
@@ -93,3 +99,19 @@ def scratch_postgres_database() -> Iterator[str]:
         with admin.cursor() as cursor:
             cursor.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
         admin.close()
+
+
+def check_grid_study(study: optuna.Study, config: StudyConfig, client: MlflowClient) -> None:
+    """Exactly one COMPLETE trial per grid cell, none duplicated, one MLflow child run per trial."""
+    complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    cells = [tuple(sorted(t.params.items())) for t in complete]
+    assert len(cells) == len(set(cells)), f"a grid cell ran twice: {sorted(cells)}"
+    assert set(cells) == {tuple(sorted(c.items())) for c in config.grid()}
+    assert len(budget.finished(study)) == config.study.n_trials and budget.remaining(study) == (0, 0)
+    parent_id = study.user_attrs[PARENT_RUN_ATTR]
+    assert client.get_run(parent_id).info.status == "FINISHED"
+    runs = {r.info.run_id: r for r in child_runs(client, parent_id)}
+    counted = [t for t in study.trials if not t.user_attrs.get(budget.SURPLUS_ATTR)]
+    assert sorted(runs) == sorted(t.user_attrs[RUN_ID_ATTR] for t in counted)
+    for trial in complete:
+        assert runs[trial.user_attrs[RUN_ID_ATTR]].info.status == "FINISHED"

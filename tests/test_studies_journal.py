@@ -10,29 +10,11 @@ from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
-from optuna.trial import TrialState
-from studies_support import cli_command, clean_env, write_config
+from studies_support import check_grid_study, cli_command, clean_env, write_config
 
-from complexity_tracker.studies import budget, create_storage, load_existing_study, load_study_config
-from complexity_tracker.studies.mlflow_runs import PARENT_RUN_ATTR, RUN_ID_ATTR, child_runs
+from complexity_tracker.studies import create_storage, load_existing_study, load_study_config
 
 pytestmark = pytest.mark.slow
-
-
-def check_grid_study(study, config, client: MlflowClient) -> None:
-    """Exactly one COMPLETE trial per grid cell, none duplicated, one MLflow child run per trial."""
-    complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
-    cells = [tuple(sorted(t.params.items())) for t in complete]
-    assert len(cells) == len(set(cells)), f"a grid cell ran twice: {sorted(cells)}"
-    assert set(cells) == {tuple(sorted(c.items())) for c in config.grid()}
-    assert len(budget.finished(study)) == config.study.n_trials and budget.remaining(study) == (0, 0)
-    parent_id = study.user_attrs[PARENT_RUN_ATTR]
-    assert client.get_run(parent_id).info.status == "FINISHED"
-    runs = {r.info.run_id: r for r in child_runs(client, parent_id)}
-    counted = [t for t in study.trials if not t.user_attrs.get(budget.SURPLUS_ATTR)]
-    assert sorted(runs) == sorted(t.user_attrs[RUN_ID_ATTR] for t in counted)
-    for trial in complete:
-        assert runs[trial.user_attrs[RUN_ID_ATTR]].info.status == "FINISHED"
 
 
 def test_two_workers_share_a_journal_file(tmp_path: Path) -> None:

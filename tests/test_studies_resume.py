@@ -1,0 +1,67 @@
+"""Ctrl-C during a trial leaves the storage consistent and the run KILLED; the same command resumes."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+from pathlib import Path
+
+import optuna
+import pytest
+from mlflow.tracking import MlflowClient
+from optuna.trial import TrialState
+from studies_support import cli_command, clean_env, run_cli, wait_until, write_config
+
+from complexity_tracker.studies import budget, create_storage, load_study_config
+from complexity_tracker.studies.mlflow_runs import PARENT_RUN_ATTR, RUN_ID_ATTR, child_runs
+
+pytestmark = pytest.mark.slow
+
+
+def test_interrupt_then_resume(tmp_path: Path) -> None:
+    path = write_config(tmp_path, "resume", study='n_trials = 3\nsampler = { name = "random", seed = 0 }',
+                        search="width = { low = 4, high = 16 }", run="epochs = 3")
+    config = load_study_config(path)
+    storage = create_storage(f"sqlite:///{tmp_path / 'optuna.db'}", config.study)
+    command = cli_command("study", "run", str(path), "--no-log-model", "--no-progress")
+    process = subprocess.Popen(command, cwd=tmp_path, env=clean_env(), start_new_session=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def second_trial_training() -> bool:
+        try:
+            trials = optuna.load_study(study_name="resume", storage=storage).trials
+        except KeyError:
+            return False
+        return len(trials) > 1 and trials[1].state == TrialState.RUNNING and RUN_ID_ATTR in trials[1].user_attrs
+
+    try:
+        wait_until(second_trial_training, 180, "the second trial to start training")
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 130, stderr[-3000:]
+    assert "run the same command again to resume" in stderr
+
+    study = optuna.load_study(study_name="resume", storage=storage)
+    interrupted = study.trials[1]
+    assert study.trials[0].state == TrialState.COMPLETE
+    assert interrupted.state == TrialState.FAIL and interrupted.user_attrs["interrupted"] is True
+    waiting = study.get_trials(states=(TrialState.WAITING,))
+    assert any(budget.retry_history(t) == [1] and t.params == interrupted.params for t in waiting)
+    assert not study.get_trials(states=(TrialState.RUNNING,))  # nothing left half-done
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert client.get_run(interrupted.user_attrs[RUN_ID_ATTR]).info.status == "KILLED"
+    parent_id = study.user_attrs[PARENT_RUN_ATTR]
+    assert client.get_run(parent_id).info.status == "KILLED"
+
+    run_cli(*command[3:], cwd=tmp_path)
+    study = optuna.load_study(study_name="resume", storage=storage)
+    assert study.user_attrs[PARENT_RUN_ATTR] == parent_id  # the same parent run, found again
+    assert client.get_run(parent_id).info.status == "FINISHED"
+    finished = budget.finished(study)
+    assert len(finished) == 3 and all(t.state == TrialState.COMPLETE for t in finished)
+    retry = next(t for t in study.trials if budget.retry_history(t) == [1])
+    assert retry.state == TrialState.COMPLETE and retry.params == interrupted.params
+    assert len(child_runs(client, parent_id)) == 4  # 3 finished trials and the interrupted one

@@ -25,6 +25,7 @@ inside ``with tracker:`` / between :meth:`ComplexityTracker.start` and :meth:`Co
 
 from __future__ import annotations
 
+import copy
 import csv
 import io
 import json
@@ -79,8 +80,16 @@ class TrackerStateError(ComplexityTrackerError, RuntimeError):
 
 
 def resolve_tracking_uri(tracking_uri: str | None = None) -> str:
-    """The tracking URI to use: the argument, else ``MLFLOW_TRACKING_URI``, else ``sqlite:///mlflow.db``."""
-    return tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    """The tracking URI to use: the argument, else ``MLFLOW_TRACKING_URI``, else ``sqlite:///mlflow.db``.
+
+    A relative SQLite path is made absolute (against the current directory): MLflow caches one
+    store per URI string, so a relative one would keep pointing at the first directory it was used in.
+    """
+    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri.startswith(prefix + "/") and uri != prefix + ":memory:":
+        uri = prefix + str(Path(uri.removeprefix(prefix)).resolve())
+    return uri
 
 
 def check_tracking_server(tracking_uri: str, timeout_s: float = 5.0) -> None:
@@ -295,12 +304,16 @@ class ComplexityTracker:
             tags=tags,
         )
         self.run_id = run.info.run_id
-        params = {**flatten_params(self.config), **flatten_params(self._tracker_params())}
-        items = [Param(k, v) for k, v in params.items()]
-        for start in range(0, len(items), MAX_PARAMS_PER_BATCH):
-            self._client.log_batch(self.run_id, params=items[start : start + MAX_PARAMS_PER_BATCH])
-        if self.config:
-            self._client.log_dict(self.run_id, self.config, "config.json")
+        try:
+            params = {**flatten_params(self.config), **flatten_params(self._tracker_params())}
+            items = [Param(k, v) for k, v in params.items()]
+            for start in range(0, len(items), MAX_PARAMS_PER_BATCH):
+                self._client.log_batch(self.run_id, params=items[start : start + MAX_PARAMS_PER_BATCH])
+            if self.config:
+                self._client.log_dict(self.run_id, self.config, "config.json")
+        except BaseException:
+            self._terminate(RunStatus.to_string(RunStatus.FAILED))
+            raise
         return self
 
     def _tracker_params(self) -> dict[str, Any]:
@@ -446,25 +459,19 @@ class ComplexityTracker:
             self._client.log_artifacts(self.run_id, str(out))
 
     def log_model(self, model: nn.Module, name: str = "model") -> str:
-        """Log ``model`` with ``mlflow.pytorch`` (``torch.export`` format, eval mode); returns its model URI.
+        """Log a CPU copy of ``model`` in eval mode with ``mlflow.pytorch``; returns its model URI.
 
-        Needs no network: the pip requirements are given explicitly instead of inferred.
+        The format is ``torch.export``'s pt2 (loading it runs no pickled code).  Needs no network:
+        the pip requirements are given explicitly instead of inferred.
         """
         self._require_running()
-        device = next((p.device for p in model.parameters()), torch.device("cpu"))
-        example = self.probe_inputs[:2].to(device)
-        was_training = model.training
-        model.eval()
-        try:
-            info = mlflow.pytorch.log_model(
-                model,
-                name=name,
-                input_example=example.cpu().numpy(),
-                serialization_format="pt2",
-                pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
-            )
-        finally:
-            model.train(was_training)
+        info = mlflow.pytorch.log_model(
+            copy.deepcopy(model).cpu().eval(),
+            name=name,
+            input_example=self.probe_inputs[:2].cpu().numpy(),
+            serialization_format="pt2",
+            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
+        )
         return info.model_uri
 
 

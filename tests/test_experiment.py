@@ -100,7 +100,7 @@ def test_train_command_uses_the_default_store_and_prints_how_to_browse(in_tmp_cw
     assert code == 0
     run_id = out.split("run id: ")[1].split()[0]
     assert "complexity-tracker ui" in out and f"/runs/{run_id}" in out
-    client = MlflowClient("sqlite:///mlflow.db")
+    client = MlflowClient(f"sqlite:///{in_tmp_cwd}/mlflow.db")
     assert (in_tmp_cwd / "mlflow.db").exists()
     assert [m.step for m in client.get_metric_history(run_id, "H/network")] == [0, 2, 3]  # every 2 and the last
     assert [m.step for m in client.get_metric_history(run_id, "test_loss")] == [0, 1, 2, 3]
@@ -118,3 +118,11 @@ def test_train_command_fails_fast_on_an_unreachable_server(in_tmp_cwd, capsys):
 def test_train_command_rejects_unknown_settings(in_tmp_cwd, capsys):
     assert main(["train", "--set", "widht=3"]) == 2
     assert "--set expects FIELD=VALUE" in capsys.readouterr().err
+
+
+def test_ui_command_explains_what_it_cannot_serve(in_tmp_cwd, capsys, monkeypatch):
+    assert main(["ui"]) == 2
+    assert f"no tracking store at sqlite:///{in_tmp_cwd}/mlflow.db" in capsys.readouterr().err
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5999")
+    assert main(["ui"]) == 2
+    assert "serves the UI itself" in capsys.readouterr().err

@@ -87,7 +87,7 @@ def test_user_loop_logs_every_layer_metric_and_epoch_to_the_default_store(store_
         user_training_loop(model, x, y, tracker)
 
     assert (store_cwd / "mlflow.db").exists(), "the embedded default store is sqlite:///mlflow.db in the cwd"
-    client = MlflowClient("sqlite:///mlflow.db")
+    client = MlflowClient(f"sqlite:///{store_cwd}/mlflow.db")
     run = client.get_run(tracker.run_id)
     assert run.info.status == "FINISHED"
     layers = ["1", "3", "network"]
@@ -146,7 +146,7 @@ def test_more_metrics_than_one_batch_holds_are_split(store_cwd, digits, monkeypa
         monkeypatch.setattr(tracker._client, "log_batch", lambda *a, **kw: calls.append(kw) or real_log_batch(*a, **kw))
         tracker.log_epoch(0, small_mlp(), {"train_loss": 2.0})
     assert [len(c["metrics"]) for c in calls] == [4, 4, 2]
-    assert len(MlflowClient("sqlite:///mlflow.db").get_run(tracker.run_id).data.metrics) == 10
+    assert len(MlflowClient(f"sqlite:///{store_cwd}/mlflow.db").get_run(tracker.run_id).data.metrics) == 10
 
 
 def test_dropout_model_also_logs_I_XS(store_cwd, digits):
@@ -155,7 +155,7 @@ def test_dropout_model_also_logs_I_XS(store_cwd, digits):
     with ComplexityTracker.from_dataset(x, y, per_class=10, repeats=3) as tracker:
         report = tracker.log_epoch(0, model)
     assert report.stochastic
-    metrics = MlflowClient("sqlite:///mlflow.db").get_run(tracker.run_id).data.metrics
+    metrics = MlflowClient(f"sqlite:///{store_cwd}/mlflow.db").get_run(tracker.run_id).data.metrics
     assert metrics["I_XS/1"] == pytest.approx(metrics["H/1"])  # the first gates come before any dropout
     for layer in ("4", "network"):
         assert metrics[f"I_XS/{layer}"] < metrics[f"H/{layer}"]  # dropout makes H(S|X) > 0
@@ -170,7 +170,7 @@ def test_a_crash_or_ctrl_c_ends_the_run_and_keeps_its_metrics(store_cwd, digits,
     tracker = ComplexityTracker.from_dataset(x, y, per_class=10)
     with pytest.raises(type(failure)), tracker:
         user_training_loop(model, x, y, tracker, fail_at=2, failure=failure)
-    client = MlflowClient("sqlite:///mlflow.db")
+    client = MlflowClient(f"sqlite:///{store_cwd}/mlflow.db")
     run = client.get_run(tracker.run_id)
     assert run.info.status == status
     assert [m.step for m in client.get_metric_history(tracker.run_id, "H/network")] == [0, 1]

@@ -47,7 +47,7 @@ def ui_with_a_run(in_tmp_cwd: Path):
     """A tracked run in the default store of a fresh folder and ``complexity-tracker ui`` serving it."""
     config = RunConfig(model="mlp", depth=2, width=32, n_train=300, n_test=100, epochs=2, probe_per_class=10)
     result = run_experiment(config, run_name="browser-run", log_model=False)
-    experiment_id = MlflowClient("sqlite:///mlflow.db").get_run(result.run_id).info.experiment_id
+    experiment_id = MlflowClient(f"sqlite:///{in_tmp_cwd}/mlflow.db").get_run(result.run_id).info.experiment_id
     port = free_port()
     log_path = in_tmp_cwd / "ui.log"
     with open(log_path, "wb") as log:

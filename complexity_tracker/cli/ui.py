@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from ..errors import ComplexityTrackerError
-from ..tracking import DEFAULT_TRACKING_URI
+from ..tracking import DEFAULT_TRACKING_URI, resolve_tracking_uri
 
 
 class UIError(ComplexityTrackerError, ValueError):
@@ -23,8 +23,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--backend-store-uri",
-        default=DEFAULT_TRACKING_URI,
-        help=f"tracking store to browse (default: {DEFAULT_TRACKING_URI} in the working directory)",
+        default=None,
+        help=f"tracking store to browse (default: MLFLOW_TRACKING_URI, else {DEFAULT_TRACKING_URI} "
+        "in the working directory)",
     )
     parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default: 127.0.0.1, this machine only)")
     parser.add_argument("--port", type=int, default=5000, help="port (default: 5000)")
@@ -44,7 +45,9 @@ def mlflow_ui_command(backend_store_uri: str, host: str, port: int) -> list[str]
 
 
 def run(args: argparse.Namespace) -> int:
-    store = args.backend_store_uri
+    store = resolve_tracking_uri(args.backend_store_uri)
+    if store.startswith(("http://", "https://")):
+        raise UIError(f"{store} is a tracking server, which serves the UI itself: open {store} in a browser")
     if store.startswith("sqlite:///") and not Path(store.removeprefix("sqlite:///")).exists():
         raise UIError(
             f"no tracking store at {store} (looked in {Path.cwd()}); train first "

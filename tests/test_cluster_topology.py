@@ -1,9 +1,10 @@
 """The compose stack's topology without docker: PostgreSQL storage, a real ``mlflow server`` backed by
 PostgreSQL, and two independent worker processes finishing one study.
 
-The workers run docker/compose.yaml's worker command with its environment, as docs/docker.md tells
-cluster users to: the study config and the two addresses (COMPLEXITY_TRACKER_STORAGE and
-MLFLOW_TRACKING_URI) are all that differ from the compose stack.
+The workers and the dashboard run docker/compose.yaml's commands with its environment, as
+docs/docker.md tells cluster users to: the study config and the addresses (COMPLEXITY_TRACKER_STORAGE,
+MLFLOW_TRACKING_URI) are all that differ from the compose stack. The stack is started once for the
+module; each test checks one promise of it.
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ import re
 import secrets
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -25,19 +28,18 @@ import yaml
 from servers import free_port, mlflow_server, stop_process, wait_for_http
 
 psycopg2 = pytest.importorskip("psycopg2")
-pytestmark = [pytest.mark.postgres, pytest.mark.slow]
+pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
 COMPOSE_FILE = Path(__file__).resolve().parents[1] / "docker" / "compose.yaml"
 POSTGRES_URL = os.environ.get("COMPLEXITY_TRACKER_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 WORKERS = 2
-WORKER_TIMEOUT_S = 240
-
+WORKER_TIMEOUT_S = 300
+STUDY = "topology"
 DEPTHS = (1, 2)
 WIDTHS = (8, 16)
-N_TRIALS = len(DEPTHS) * len(WIDTHS)
 STUDY_TOML = f"""
 [study]
-name = "topology"
+name = "{STUDY}"
 objective = "test_loss"
 sampler = "grid"
 
@@ -56,6 +58,18 @@ width = {list(WIDTHS)}
 """
 
 
+@dataclass(frozen=True)
+class Stack:
+    """The running topology: database URLs (with a password), the MLflow server and what ran."""
+
+    storage_url: str
+    mlflow_backend_url: str
+    tracking_uri: str
+    artifacts_dir: Path
+    config: Path
+    worker_logs: list[Path]
+
+
 def database_url(name: str, password: str) -> str:
     """The test server's URL for database ``name``, with ``password`` unless the URL has its own.
 
@@ -68,7 +82,7 @@ def database_url(name: str, password: str) -> str:
     return urlunsplit(server._replace(netloc=netloc, path=f"/{name}"))
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def scratch_databases() -> Iterator[dict[str, str]]:
     """Two fresh databases on the test server, ``optuna`` and ``mlflow``, dropped afterwards."""
     try:
@@ -110,31 +124,34 @@ def compose_service(
     return [sys.executable, "-m", "complexity_tracker.cli.main", *command], env
 
 
+def compose_allowed_hosts() -> str:
+    command = yaml.safe_load(COMPOSE_FILE.read_text())["services"]["mlflow"]["command"]
+    return next(part for part in command if part.startswith("--allowed-hosts=")).split("=", 1)[1]
+
+
 def start(command: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
     with open(log, "wb") as handle:
         return subprocess.Popen(command, env={**os.environ, **env}, stdout=handle, stderr=subprocess.STDOUT,
                                 cwd=log.parent, start_new_session=True)
 
 
-def count_rows(url: str, query: str) -> int:
-    with psycopg2.connect(url) as connection, connection.cursor() as cursor:
-        cursor.execute(query)
-        return int(cursor.fetchone()[0])
+def tail(logs: list[Path]) -> str:
+    return "\n\n".join(f"--- {log.name}\n{log.read_text()[-3000:]}" for log in logs)
 
 
-def test_two_workers_finish_one_study_on_postgres_and_an_mlflow_server(
-    scratch_databases: dict[str, str], tmp_path: Path
-) -> None:
-    import mlflow
-    import optuna
-
-    config = tmp_path / "topology.toml"
+@pytest.fixture(scope="module")
+def stack(scratch_databases: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """The MLflow server up, and both workers started at the same moment and finished."""
+    root = tmp_path_factory.mktemp("topology")
+    config = root / f"{STUDY}.toml"
     config.write_text(STUDY_TOML)
-    artifacts_dir = tmp_path / "mlartifacts"
-    with mlflow_server(scratch_databases["mlflow"], artifacts_dir) as tracking_uri:
+    artifacts_dir = root / "mlartifacts"
+    # The compose file's allowed hosts, plus the loopback port this server happens to get.
+    allowed_hosts = f"--allowed-hosts={compose_allowed_hosts()},127.0.0.1:*"
+    with mlflow_server(scratch_databases["mlflow"], artifacts_dir, extra_args=(allowed_hosts,)) as tracking_uri:
         command, env = compose_service("worker", config, {
             "COMPLEXITY_TRACKER_STORAGE": scratch_databases["optuna"], "MLFLOW_TRACKING_URI": tracking_uri})
-        logs = [tmp_path / f"worker-{i}.log" for i in range(WORKERS)]
+        logs = [root / f"worker-{i}.log" for i in range(WORKERS)]
         workers = [start(command, env, log) for log in logs]
         try:
             codes = [worker.wait(timeout=WORKER_TIMEOUT_S) for worker in workers]
@@ -144,48 +161,87 @@ def test_two_workers_finish_one_study_on_postgres_and_an_mlflow_server(
             for worker in workers:
                 stop_process(worker)
         assert codes == [0] * WORKERS, tail(logs)
-
-        study = optuna.load_study(study_name="topology", storage=scratch_databases["optuna"])
-        complete = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
-        cells = sorted((t.params["depth"], t.params["width"]) for t in complete)
-        assert cells == sorted((d, w) for d in DEPTHS for w in WIDTHS), "a grid cell ran twice or not at all"
-
-        client = mlflow.MlflowClient(tracking_uri)
-        experiment = client.get_experiment_by_name("topology")
-        runs = client.search_runs([experiment.experiment_id])
-        parents = [run for run in runs if "mlflow.parentRunId" not in run.data.tags]
-        children = [run for run in runs if "mlflow.parentRunId" in run.data.tags]
-        assert len(parents) == 1, f"{len(parents)} parent runs for one study (workers raced to create it)"
-        assert {run.data.tags["mlflow.parentRunId"] for run in children} == {parents[0].info.run_id}
-        assert sorted(int(run.data.tags["optuna.trial_number"]) for run in children) == sorted(
-            t.number for t in complete), "not one MLflow child run per trial"
-        assert all(run.info.status == "FINISHED" for run in children)
-        logged = [json.dumps([run.data.params, run.data.tags]) for run in runs]
-        assert not any(urlsplit(scratch_databases["optuna"]).password in text for text in logged)
-    assert_password_not_in(logs, scratch_databases["optuna"])
-
-    # What the server stored went where the compose stack keeps it: runs in the PostgreSQL backend
-    # store, artifacts uploaded through the server (mlflow-artifacts:) into --artifacts-destination.
-    assert count_rows(scratch_databases["mlflow"], "SELECT count(*) FROM runs") == len(runs)
-    for run in children:
-        assert run.info.artifact_uri.startswith("mlflow-artifacts:")
-        assert (artifacts_dir / experiment.experiment_id / run.info.run_id / "artifacts" / "config.json").is_file()
+        yield Stack(scratch_databases["optuna"], scratch_databases["mlflow"], tracking_uri, artifacts_dir,
+                    config, logs)
 
 
-def test_dashboard_command_of_the_compose_file_serves_the_shared_storage(
-    scratch_databases: dict[str, str], tmp_path: Path
-) -> None:
+@pytest.fixture(scope="module")
+def study(stack: Stack):
     import optuna
 
-    config = tmp_path / "topology.toml"
-    config.write_text(STUDY_TOML)
-    optuna.create_study(study_name="topology", storage=scratch_databases["optuna"])
+    return optuna.load_study(study_name=STUDY, storage=stack.storage_url)
+
+
+@pytest.fixture(scope="module")
+def runs(stack: Stack) -> list:
+    import mlflow
+
+    client = mlflow.MlflowClient(stack.tracking_uri)
+    return client.search_runs([client.get_experiment_by_name(STUDY).experiment_id])
+
+
+def test_workers_share_the_study_and_run_every_grid_cell_once(study) -> None:
+    import optuna
+
+    complete = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    cells = sorted((trial.params["depth"], trial.params["width"]) for trial in complete)
+    assert cells == sorted((d, w) for d in DEPTHS for w in WIDTHS), "a grid cell ran twice or not at all"
+
+
+def test_one_parent_run_and_one_child_run_per_trial(study, runs: list) -> None:
+    import optuna
+
+    parents = [run for run in runs if "mlflow.parentRunId" not in run.data.tags]
+    children = [run for run in runs if "mlflow.parentRunId" in run.data.tags]
+    assert len(parents) == 1, f"{len(parents)} parent runs for one study (workers raced to create it)"
+    assert {run.data.tags["mlflow.parentRunId"] for run in children} == {parents[0].info.run_id}
+    complete = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    assert sorted(int(run.data.tags["optuna.trial_number"]) for run in children) == sorted(
+        trial.number for trial in complete), "not one MLflow child run per trial"
+    assert all(run.info.status == "FINISHED" for run in children)
+
+
+def test_runs_live_in_the_postgres_backend_and_artifacts_go_through_the_server(stack: Stack, runs: list) -> None:
+    with psycopg2.connect(stack.mlflow_backend_url) as connection, connection.cursor() as cursor:
+        cursor.execute("SELECT run_uuid FROM runs")
+        stored = {row[0] for row in cursor.fetchall()}
+    assert stored == {run.info.run_id for run in runs}
+    for run in runs:
+        if "mlflow.parentRunId" in run.data.tags:
+            assert run.info.artifact_uri.startswith("mlflow-artifacts:")
+            folder = stack.artifacts_dir / run.info.experiment_id / run.info.run_id / "artifacts"
+            assert (folder / "config.json").is_file()
+
+
+def test_the_database_password_is_in_no_log_and_no_run(stack: Stack, runs: list) -> None:
+    password = urlsplit(stack.storage_url).password
+    for log in stack.worker_logs:
+        assert password not in log.read_text(), f"{log.name} shows the database password"
+    for run in runs:
+        assert password not in json.dumps([run.data.params, run.data.tags]), f"run {run.info.run_id} holds it"
+
+
+def test_mlflow_admits_the_compose_workers_and_browsers_only(stack: Stack) -> None:
+    endpoint = f"{stack.tracking_uri}/api/2.0/mlflow/experiments/get-by-name?experiment_name={STUDY}"
+    statuses = {host: http_status(endpoint, host)
+                for host in ("mlflow:5000", "127.0.0.1:5000", "localhost:5000", "attacker.example:5000")}
+    assert statuses == {"mlflow:5000": 200, "127.0.0.1:5000": 200, "localhost:5000": 200, "attacker.example:5000": 403}
+
+
+def http_status(url: str, host: str) -> int:
+    """Status of a GET of ``url`` sent with the ``Host`` header a client of ``host`` sends."""
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers={"Host": host}), timeout=10) as response:
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
+def test_the_compose_dashboard_command_serves_the_shared_storage(stack: Stack) -> None:
     port = str(free_port())
-    command, env = compose_service(
-        "dashboard", config, {"COMPLEXITY_TRACKER_STORAGE": scratch_databases["optuna"]},
-        {"--host": "127.0.0.1", "--port": port},
-    )
-    log = tmp_path / "dashboard.log"
+    command, env = compose_service("dashboard", stack.config, {"COMPLEXITY_TRACKER_STORAGE": stack.storage_url},
+                                   {"--host": "127.0.0.1", "--port": port})
+    log = stack.config.with_name("dashboard.log")
     dashboard = start(command, env, log)
     try:
         url = f"http://127.0.0.1:{port}/api/studies"
@@ -194,15 +250,5 @@ def test_dashboard_command_of_the_compose_file_serves_the_shared_storage(
             studies = json.load(response)["study_summaries"]
     finally:
         stop_process(dashboard)
-    assert [study["study_name"] for study in studies] == ["topology"]
-    assert_password_not_in([log], scratch_databases["optuna"])
-
-
-def assert_password_not_in(logs: list[Path], url: str) -> None:
-    password = urlsplit(url).password
-    for log in logs:
-        assert password not in log.read_text(), f"{log.name} shows the database password"
-
-
-def tail(logs: list[Path]) -> str:
-    return "\n\n".join(f"--- {log.name}\n{log.read_text()[-3000:]}" for log in logs)
+    assert [study["study_name"] for study in studies] == [STUDY]
+    assert urlsplit(stack.storage_url).password not in log.read_text()

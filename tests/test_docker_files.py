@@ -8,6 +8,7 @@ parser, the environment variables the code reads, the study configs and ``mlflow
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 import json
 import os
@@ -187,7 +188,8 @@ def test_postgres_is_checked_with_pg_isready_and_keeps_data_on_a_named_volume(st
 
 
 def test_mlflow_database_is_created_by_the_postgres_init_script(stack: dict) -> None:
-    init = [v for v in stack["services"]["postgres"]["volumes"] if v["target"].startswith("/docker-entrypoint-initdb.d/")]
+    volumes = stack["services"]["postgres"]["volumes"]
+    init = [v for v in volumes if v["target"].startswith("/docker-entrypoint-initdb.d/")]
     assert len(init) == 1 and init[0]["read_only"]
     script = Path(init[0]["source"])
     assert script.is_file()
@@ -262,11 +264,28 @@ def test_real_env_file_is_ignored_by_git() -> None:
 # --- compose x package cross-checks ------------------------------------------------------------------
 
 def environment_names_read_by_the_package() -> set[str]:
-    pattern = re.compile(r"""(?:os\.environ\.get|os\.getenv|os\.environ\[|os\.environ\.setdefault)\(?\s*["'](\w+)["']""")
-    names: set[str] = set()
-    for source in PACKAGE_DIR.rglob("*.py"):
-        names.update(pattern.findall(source.read_text()))
-        names.update(re.findall(r"""^\s*\w*ENV\w*\s*=\s*["']([A-Z][A-Z0-9_]+)["']""", source.read_text(), re.MULTILINE))
+    """Names passed to ``os.environ.get`` / ``os.getenv`` / ``os.environ[...]`` in the package, as string
+    literals or as module-level string constants (``STORAGE_ENV = "..."``)."""
+    trees = [ast.parse(source.read_text()) for source in PACKAGE_DIR.rglob("*.py")]
+    constants = {
+        node.targets[0].id: node.value.value
+        for tree in trees for node in tree.body
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)
+        and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)
+    }
+    names = set()
+    for tree in trees:
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call) and ast.unparse(node.func) in {"os.environ.get", "os.getenv"} and node.args:
+                key = node.args[0]
+            elif isinstance(node, ast.Subscript) and ast.unparse(node.value) == "os.environ":
+                key = node.slice
+            else:
+                continue
+            if isinstance(key, ast.Constant):
+                names.add(key.value)
+            elif isinstance(key, ast.Name) and key.id in constants:
+                names.add(constants[key.id])
     return names
 
 

@@ -474,3 +474,30 @@ def test_artifact_volume_mount_point_belongs_to_the_image_user(dockerfile, stack
     for target in targets:
         assert re.search(rf"mkdir -p {target}\b", created) and re.search(rf"chown \S+ {target}\b", created), (
             f"{target} must exist in the image, owned by the non-root user, for the named volume to be writable")
+
+
+def test_build_stage_installs_a_working_cli_from_the_copied_files_alone(dockerfile, tmp_path: Path) -> None:
+    """The build stage's COPY + pip install, replayed without docker (dependencies from this environment)."""
+    source = tmp_path / "src"
+    source.mkdir()
+    for instruction in dockerfile.structure:
+        if instruction["instruction"] == "COPY" and not instruction["value"].startswith("--from="):
+            *paths, _destination = shlex.split(instruction["value"])
+            for path in paths:
+                if (REPO / path).is_dir():
+                    shutil.copytree(REPO / path, source / path, ignore=shutil.ignore_patterns("__pycache__"))
+                else:
+                    shutil.copy2(REPO / path, source / path)
+    site = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+                    "--target", str(site), str(source)], check=True, capture_output=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", "import sys, complexity_tracker.cli.main as cli; print(cli.__file__); "
+         "sys.argv = ['complexity-tracker', 'study', 'run', '--help']; cli.main()"],
+        cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(site)}, capture_output=True, text=True, timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    module_file, _, usage = result.stdout.partition("\n")
+    assert Path(module_file).is_relative_to(site), "the test imported the repository, not the installed copy"
+    assert "--tracking-uri" in usage and "--workers" in usage

@@ -43,7 +43,7 @@ import mlflow
 import numpy as np
 import requests
 import torch
-from mlflow.entities import Metric, Param, RunStatus, RunTag
+from mlflow.entities import Metric, Param, RunStatus
 from mlflow.tracking import MlflowClient
 from torch import nn
 
@@ -73,6 +73,10 @@ _BAD_KEY_CHARACTERS = re.compile(r"[^A-Za-z0-9_\-. /:]")
 
 class TrackingServerUnreachableError(ComplexityTrackerError, ConnectionError):
     """The MLflow tracking server named by the tracking URI does not answer."""
+
+
+class TrackerSettingError(ComplexityTrackerError, ValueError):
+    """A tracker argument is out of range or inconsistent with the probe."""
 
 
 class TrackerStateError(ComplexityTrackerError, RuntimeError):
@@ -230,12 +234,13 @@ class ComplexityTracker:
         killed_exceptions: tuple[type[BaseException], ...] = (KeyboardInterrupt,),
         server_timeout_s: float = 5.0,
     ) -> None:
-        if not isinstance(measure_every, int) or measure_every < 1:
-            raise ValueError(f"measure_every must be an integer >= 1 (measure every k epochs), got {measure_every!r}")
+        for name, value in (("measure_every", measure_every), ("repeats", repeats)):
+            if not isinstance(value, int) or value < 1:
+                raise TrackerSettingError(f"{name} must be an integer >= 1, got {value!r}")
         self.probe_inputs = probe_inputs
         self.probe_labels = torch.as_tensor(probe_labels)
         if self.probe_labels.ndim != 1 or len(self.probe_labels) != len(probe_inputs):
-            raise ValueError(
+            raise TrackerSettingError(
                 f"probe_labels must hold one label per probe input: {len(probe_inputs)} inputs, "
                 f"labels of shape {tuple(self.probe_labels.shape)}"
             )

@@ -19,6 +19,7 @@ from complexity_tracker import tracking
 from complexity_tracker.tracking import (
     LOGGED_COMPLEXITY,
     ComplexityTracker,
+    TrackerSettingError,
     TrackerStateError,
     TrackingServerUnreachableError,
     metric_key,
@@ -199,3 +200,13 @@ def test_logging_outside_a_run_is_a_clear_error(store_cwd, digits):
         tracker.log_epoch(0, small_mlp())
     with pytest.raises(TrackerStateError, match="already ended"):
         tracker.log_epoch(1, small_mlp())
+
+
+def test_bad_settings_are_rejected_before_any_run_starts(digits):
+    x, y = digits
+    with pytest.raises(TrackerSettingError, match="measure_every must be an integer >= 1"):
+        ComplexityTracker(x[:20], y[:20], measure_every=0)
+    with pytest.raises(TrackerSettingError, match="one label per probe input"):
+        ComplexityTracker(x[:20], y[:19])
+    with pytest.raises(ValueError, match="unknown estimator"):
+        ComplexityTracker(x[:20], y[:20], estimator="histogram")

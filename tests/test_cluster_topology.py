@@ -22,16 +22,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+import mlflow
+import optuna
+import psycopg2
 import pytest
 import yaml
 
 from servers import free_port, mlflow_server, stop_process, wait_for_http
+from studies_support import scratch_postgres_database
 
-psycopg2 = pytest.importorskip("psycopg2")
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
 COMPOSE_FILE = Path(__file__).resolve().parents[1] / "docker" / "compose.yaml"
-POSTGRES_URL = os.environ.get("COMPLEXITY_TRACKER_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 WORKERS = 2
 WORKER_TIMEOUT_S = 300
 STUDY = "topology"
@@ -70,42 +72,25 @@ class Stack:
     worker_logs: list[Path]
 
 
-def database_url(name: str, password: str) -> str:
-    """The test server's URL for database ``name``, with ``password`` unless the URL has its own.
+def with_password(url: str, password: str) -> str:
+    """``url`` with ``password`` unless it has its own.
 
     Under trust authentication the server ignores the password; it is there so that the tests can
     check it never shows up in logs, as the compose stack's real password must not.
     """
-    server = urlsplit(POSTGRES_URL)
-    port = f":{server.port}" if server.port else ""
-    netloc = f"{server.username}:{server.password or password}@{server.hostname}{port}"
-    return urlunsplit(server._replace(netloc=netloc, path=f"/{name}"))
+    parts = urlsplit(url)
+    if parts.password:
+        return url
+    port = f":{parts.port}" if parts.port else ""
+    return urlunsplit(parts._replace(netloc=f"{parts.username}:{password}@{parts.hostname}{port}"))
 
 
 @pytest.fixture(scope="module")
 def scratch_databases() -> Iterator[dict[str, str]]:
     """Two fresh databases on the test server, ``optuna`` and ``mlflow``, dropped afterwards."""
-    try:
-        admin = psycopg2.connect(POSTGRES_URL, connect_timeout=5)
-    except psycopg2.OperationalError as exc:
-        message = f"PostgreSQL at {POSTGRES_URL} is unreachable ({exc}); set COMPLEXITY_TRACKER_TEST_POSTGRES_URL"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    admin.autocommit = True
-    prefix = f"ct_topology_{secrets.token_hex(4)}"
-    names = {role: f"{prefix}_{role}" for role in ("optuna", "mlflow")}
-    try:
-        with admin.cursor() as cursor:
-            for name in names.values():
-                cursor.execute(f'CREATE DATABASE "{name}"')
-        password = secrets.token_hex(8)
-        yield {role: database_url(name, password) for role, name in names.items()}
-    finally:
-        with admin.cursor() as cursor:
-            for name in names.values():
-                cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
+    password = secrets.token_hex(8)
+    with scratch_postgres_database() as optuna_url, scratch_postgres_database() as mlflow_url:
+        yield {"optuna": with_password(optuna_url, password), "mlflow": with_password(mlflow_url, password)}
 
 
 def compose_service(
@@ -167,30 +152,22 @@ def stack(scratch_databases: dict[str, str], tmp_path_factory: pytest.TempPathFa
 
 @pytest.fixture(scope="module")
 def study(stack: Stack):
-    import optuna
-
     return optuna.load_study(study_name=STUDY, storage=stack.storage_url)
 
 
 @pytest.fixture(scope="module")
 def runs(stack: Stack) -> list:
-    import mlflow
-
     client = mlflow.MlflowClient(stack.tracking_uri)
     return client.search_runs([client.get_experiment_by_name(STUDY).experiment_id])
 
 
 def test_workers_share_the_study_and_run_every_grid_cell_once(study) -> None:
-    import optuna
-
     complete = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
     cells = sorted((trial.params["depth"], trial.params["width"]) for trial in complete)
     assert cells == sorted((d, w) for d in DEPTHS for w in WIDTHS), "a grid cell ran twice or not at all"
 
 
 def test_one_parent_run_and_one_child_run_per_trial(study, runs: list) -> None:
-    import optuna
-
     parents = [run for run in runs if "mlflow.parentRunId" not in run.data.tags]
     children = [run for run in runs if "mlflow.parentRunId" in run.data.tags]
     assert len(parents) == 1, f"{len(parents)} parent runs for one study (workers raced to create it)"

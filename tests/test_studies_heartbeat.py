@@ -11,8 +11,15 @@ import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
-from studies_support import check_grid_study, cli_command, clean_env, run_cli, scratch_postgres_database, wait_until
-from studies_support import write_config
+from studies_support import (
+    check_grid_study,
+    cli_command,
+    clean_env,
+    run_cli,
+    scratch_postgres_database,
+    wait_until,
+    write_config,
+)
 
 from complexity_tracker.studies import create_storage, load_study_config
 from complexity_tracker.studies.budget import retry_history

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import optuna
+import torch
 from mlflow.tracking import MlflowClient
 
 from ..studies.config import StudyConfig, load_study_config
@@ -82,6 +83,8 @@ def run_command(args: argparse.Namespace) -> int:
         return run_worker(config, storage_url=storage_url, tracking_uri=tracking_uri,
                           threads=args.threads or threads_per_worker(1), log_model=log_model)
     check_workers_supported(storage_url, workers)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     print(
         f"study {config.study.name!r}: {config.study.n_trials} trials, {workers} worker(s) x "
         f"{threads_per_worker(workers)} torch thread(s)\n  storage:  {redact_url(storage_url)}\n"

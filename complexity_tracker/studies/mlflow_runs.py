@@ -105,7 +105,11 @@ def kill_abandoned_runs(client: MlflowClient, trials: Sequence[FrozenTrial]) -> 
         run_id = trial.user_attrs.get(RUN_ID_ATTR)
         if run_id is None:
             continue
-        if client.get_run(run_id).info.status == RunStatus.to_string(RunStatus.RUNNING):
+        try:
+            status = client.get_run(run_id).info.status
+        except mlflow.exceptions.MlflowException:  # logged to another tracking store
+            continue
+        if status == RunStatus.to_string(RunStatus.RUNNING):
             client.log_batch(run_id, tags=[RunTag("optuna.state", trial.state.name), RunTag("optuna.stale", "true")])
             client.set_terminated(run_id, "KILLED")
 

@@ -32,6 +32,7 @@ import torch
 from mlflow.tracking import MlflowClient
 from tqdm.auto import tqdm
 
+from ..tracking import check_tracking_server
 from ..training import TrainingDivergedError
 from .budget import finished, remaining, requeue, retry_history
 from .config import StudyConfig
@@ -184,6 +185,7 @@ def run_study(
     """
     check_workers_supported(storage_url, workers)
     tracking_uri = study_tracking_uri(tracking_uri, config.study)
+    check_tracking_server(tracking_uri)
     storage = create_storage(storage_url, config.study)
     study, _ = open_study(config, storage)
     client = MlflowClient(tracking_uri)
@@ -294,8 +296,10 @@ def _progress_bar(study: optuna.Study, config: StudyConfig, enabled: bool) -> It
     with tqdm(total=total, desc=f"study {config.study.name}", unit="trial", disable=not enabled,
               file=sys.stderr) as bar:
         def update() -> None:
-            bar.n = min(total, len(finished(study)))
-            bar.refresh()
+            done = min(total, len(finished(study)))
+            if done != bar.n:
+                bar.n = done
+                bar.refresh()
 
         update()
         yield update

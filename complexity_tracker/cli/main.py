@@ -12,9 +12,9 @@ from collections.abc import Sequence
 
 from .. import __version__
 from ..errors import ComplexityTrackerError
-from . import dashboard, evaluate, measure, study, train, ui  # noqa: F401
+from . import dashboard, evaluate, measure, reproduce, study, train, ui  # noqa: F401
 
-SUBCOMMAND_MODULES = [measure, train, ui, study, dashboard, evaluate]
+SUBCOMMAND_MODULES = [measure, train, ui, study, dashboard, evaluate, reproduce]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -11,7 +11,7 @@ from .config import RunConfig
 from .data import load_data
 from .metrics import ComplexityReport
 from .models import build_model
-from .tracking import DEFAULT_EXPERIMENT, ComplexityTracker
+from .tracking import DEFAULT_EXPERIMENT, ComplexityTracker, check_tracking_server, resolve_tracking_uri
 from .training import EpochCallback, seed_everything, train
 
 #: Models whose gating states are random given the input in train mode (I(X;S) < H(S)).
@@ -64,6 +64,7 @@ def run_experiment(
     Raises:
         TrackingServerUnreachableError: the tracking server does not answer (before training).
     """
+    check_tracking_server(resolve_tracking_uri(tracking_uri))  # before the data are loaded
     seed_everything(config.seed, config.deterministic)
     data = load_data(config)
     model = build_model(config, data.input_shape, data.n_classes)
@@ -90,12 +91,11 @@ def run_experiment(
         result = train(model, data, config, callbacks=[tracker, *callbacks], progress=progress)
         if log_model:
             model_uri = tracker.log_model(result.model)
-    final_epoch = max(tracker.reports, default=None)
     return ExperimentResult(
         run_id=tracker.run_id,
         config=config,
         history=tracker.history,
-        final_report=tracker.reports.get(final_epoch) if final_epoch is not None else None,
+        final_report=tracker.reports[max(tracker.reports)] if tracker.reports else None,
         model=result.model,
         model_uri=model_uri,
     )

@@ -100,13 +100,19 @@ def compose_service(
     for the compose network's service URLs) with ``options`` replaced; other values take their compose
     defaults."""
     service = yaml.safe_load(COMPOSE_FILE.read_text())["services"][name]
-    command = [str(config) if part.startswith("/app/studies/") else part for part in service["command"]]
+    command = [str(config) if part.startswith("/app/studies/") else compose_default(part)
+               for part in service["command"]]
     for option, value in (options or {}).items():
         command[command.index(option) + 1] = value
     assert set(addresses) <= set(service["environment"])
-    env = {variable: addresses.get(variable) or re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", str(value))
+    env = {variable: addresses.get(variable) or compose_default(str(value))
            for variable, value in service["environment"].items()}
     return [sys.executable, "-m", "complexity_tracker.cli.main", *command], env
+
+
+def compose_default(text: str) -> str:
+    """``text`` with each ``${NAME:-default}`` replaced by its default."""
+    return re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", text)
 
 
 def compose_allowed_hosts() -> str:

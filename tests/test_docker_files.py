@@ -298,18 +298,10 @@ def environment_names_read_by_mlflow() -> set[str]:
 @pytest.mark.parametrize("name", ["dashboard", "worker"])
 def test_service_environment_names_are_read_by_the_code(stack: dict, name: str) -> None:
     readers = {"COMPLEXITY_TRACKER_": environment_names_read_by_the_package(),
-               "MLFLOW_": environment_names_read_by_mlflow(), "OMP_": {"OMP_NUM_THREADS"}}
+               "MLFLOW_": environment_names_read_by_mlflow()}
     for variable in stack["services"][name]["environment"]:
         known = next((names for prefix, names in readers.items() if variable.startswith(prefix)), set())
         assert variable in known, f"{name} sets {variable}, which nothing reads"
-
-
-def test_worker_thread_setting_reaches_torch(stack: dict) -> None:
-    threads = stack["services"]["worker"]["environment"]["OMP_NUM_THREADS"]
-    result = subprocess.run([sys.executable, "-c", "import torch; print(torch.get_num_threads())"],
-                            env={**os.environ, "OMP_NUM_THREADS": threads}, capture_output=True, text=True,
-                            timeout=120, check=True)
-    assert int(result.stdout) == int(threads)
 
 
 @pytest.mark.parametrize("name", ["dashboard", "worker"])
@@ -334,6 +326,7 @@ def test_worker_is_one_study_process_per_container(stack: dict) -> None:
     args = build_parser().parse_args(argv(stack["services"]["worker"])[1:])
     assert (args.command, args.study_command, args.workers) == ("study", "run", 1)
     assert args.no_progress and not args.worker
+    assert args.threads == int(read_env_file(ENV_EXAMPLE)["WORKER_THREADS"])
 
 
 def test_dashboard_serves_the_compose_network_on_the_published_port(stack: dict) -> None:

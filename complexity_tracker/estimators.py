@@ -36,6 +36,10 @@ class InvalidStatesError(ComplexityTrackerError, ValueError):
     """A state matrix is not an (N, d) 0/1 matrix with N, d >= 1."""
 
 
+class EstimatorSettingError(ComplexityTrackerError, ValueError):
+    """An estimator name or parameter is not accepted."""
+
+
 def as_packed(states: np.ndarray | torch.Tensor | PackedStates) -> PackedStates:
     """Validate an (N, d) 0/1 matrix and pack it (one bit per unit)."""
     if isinstance(states, PackedStates):
@@ -59,7 +63,7 @@ def as_packed(states: np.ndarray | torch.Tensor | PackedStates) -> PackedStates:
 
 def _check_lam(lam: float) -> float:
     if not (isinstance(lam, (int, float)) and math.isfinite(lam) and lam > 0):
-        raise ValueError(f"lam must be a finite number > 0 (kernel width as a fraction of d), got {lam!r}")
+        raise EstimatorSettingError(f"lam must be a finite number > 0 (kernel width as a fraction of d), got {lam!r}")
     return float(lam)
 
 
@@ -233,8 +237,8 @@ ESTIMATORS = {"kde": KDEEstimator, "plugin": PluginEstimator}
 def make_estimator(name: str, **params: float | bool | None) -> EntropyEstimator:
     """Build an estimator by name (``"kde"`` or ``"plugin"``) with its parameters."""
     if name not in ESTIMATORS:
-        raise ValueError(f"unknown estimator {name!r}; choose one of {sorted(ESTIMATORS)}")
+        raise EstimatorSettingError(f"unknown estimator {name!r}; choose one of {sorted(ESTIMATORS)}")
     try:
         return ESTIMATORS[name](**params)
     except TypeError as exc:
-        raise ValueError(f"bad parameters {params} for estimator {name!r}: {exc}") from None
+        raise EstimatorSettingError(f"bad parameters {params} for estimator {name!r}: {exc}") from None

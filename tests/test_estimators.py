@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from complexity_tracker.estimators import (
+    EstimatorSettingError,
     InvalidStatesError,
     KDEEstimator,
     PluginEstimator,
@@ -156,10 +157,10 @@ def test_non_binary_or_misshaped_states_are_rejected(states, message):
 
 @pytest.mark.parametrize("lam", [0, -0.01, float("nan"), float("inf")])
 def test_non_positive_lam_is_rejected(lam):
-    with pytest.raises(ValueError, match="lam must be"):
+    with pytest.raises(EstimatorSettingError, match="lam must be"):
         kde_entropy(np.ones((3, 3)), lam)
 
 
 def test_unknown_estimator_is_rejected_with_choices():
-    with pytest.raises(ValueError, match="choose one of"):
+    with pytest.raises(EstimatorSettingError, match="choose one of"):
         make_estimator("shannon")

@@ -41,6 +41,11 @@ def test_models_with_different_class_counts():
         compare_models({"ten": classifier(10), "five": classifier(5)}, X, Y)
 
 
+def test_autoattack_needs_four_classes():
+    with pytest.raises(IncompatibleModelsError, match="autoattack needs at least 4 classes.*has 3: use pgd_linf"):
+        run_attack(classifier(3), X, Y % 3, "autoattack", 0.1)
+
+
 def test_labels_beyond_the_models_classes():
     with pytest.raises(IncompatibleModelsError, match=r"labels range over \[0, 9\] but the models have 5 classes"):
         evaluate_robustness(classifier(5), X, Y)

@@ -77,6 +77,18 @@ def test_checkpoints_print_tables_and_write_artifacts(checkpoints, tmp_path, mon
     assert not (tmp_path / "mlflow.db").exists()  # checkpoints are not logged to MLflow
 
 
+def test_json_output_is_strict_json(checkpoints, capsys):
+    assert main(["evaluate", "--checkpoints", *checkpoints, *FAST_ATTACKS, "--json"]) == 0
+
+    def refuse(constant: str) -> None:
+        raise ValueError(f"non-standard JSON constant {constant}")
+
+    printed = json.loads(capsys.readouterr().out, parse_constant=refuse)
+    assert len(printed["models"]) == 2 and printed["transfer"]["names"]
+    # Two models give no Spearman rho: null, not NaN.
+    assert all(c["rho"] is None for c in printed["correlations"])
+
+
 def test_run_model_is_rebuilt_with_its_gates(study_runs):
     source = from_run(MlflowClient(study_runs["uri"]), study_runs["runs"][0])
     assert source.name == "width-6" and source.config.width == 6

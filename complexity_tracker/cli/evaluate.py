@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from ..metrics import class_balanced_probe
@@ -111,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
         probe=(data.x_train[probe], data.y_train[probe]), complexity_key=args.complexity_key,
         run_ids={s.name: s.run_id for s in sources if s.run_id is not None},
     )
-    print(json.dumps(result.to_dict(), default=float) if args.json else report(result))
+    print(result.to_json() if args.json else report(result))
     if args.output_dir is not None:
         write_artifacts(result, args.output_dir)
     from_mlflow = any(s.run_id is not None for s in sources)

@@ -21,6 +21,10 @@ from .config import BUDGETED_ATTACKS, RobustnessConfig, check_attack_name, check
 from .errors import IncompatibleModelsError, InputRangeError
 
 
+#: APGD-T's targeted DLR loss reads the 4 largest logits.
+AUTOATTACK_MIN_CLASSES = 4
+
+
 class FourDimInput(nn.Module):
     """Presents a model taking inputs of shape (N, *sample_shape) as one taking (N, 1, 1, D)."""
 
@@ -127,6 +131,11 @@ def build_attack(
     check_attack_name(name)
     if name in BUDGETED_ATTACKS:
         eps = check_epsilon(eps, BUDGETED_ATTACKS[name])
+    if name == "autoattack" and n_classes < AUTOATTACK_MIN_CLASSES:
+        raise IncompatibleModelsError(
+            f"autoattack needs at least {AUTOATTACK_MIN_CLASSES} classes (its targeted DLR loss uses the 4 largest "
+            f"logits); the model has {n_classes}: use pgd_linf instead"
+        )
     seed = config.seed
     if name == "fgsm":
         return torchattacks.FGSM(model, eps=eps)

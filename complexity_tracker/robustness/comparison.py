@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -45,6 +47,10 @@ class ComparisonResult:
     complexity_key: str
     config: RobustnessConfig
 
+    def to_json(self) -> str:
+        """:meth:`to_dict` as strict JSON: NaN and infinities become ``null``."""
+        return json.dumps(json_safe(self.to_dict()), indent=1)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "complexity_key": self.complexity_key,
@@ -56,6 +62,19 @@ class ComparisonResult:
             "transfer": self.transfer.to_dict() if self.transfer is not None else None,
             "correlations": [c.to_dict() for c in self.correlations],
         }
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with NaN/inf floats replaced by ``None`` and numpy scalars by Python numbers (strict JSON)."""
+    if isinstance(value, dict):
+        return {key: json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(item) for item in value]
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
 
 
 def _complexity_of(model: nn.Module, probe_x: torch.Tensor, probe_y: torch.Tensor,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import json
 import math
 import tempfile
 import time
@@ -13,7 +12,7 @@ import matplotlib.pyplot as plt
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
-from .comparison import ComparisonResult
+from .comparison import ComparisonResult, json_safe
 from .plots import plot_accuracy_vs_epsilon, plot_robustness_vs_complexity, plot_transfer_matrix
 from .tables import report
 
@@ -47,7 +46,7 @@ def summary_metrics(result: ComparisonResult) -> dict[str, float]:
 def write_artifacts(result: ComparisonResult, folder: Path) -> list[Path]:
     """``comparison.json``, ``correlations.csv``, ``tables.txt`` and the figures, written into ``folder``."""
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "comparison.json").write_text(json.dumps(result.to_dict(), indent=1, default=float))
+    (folder / "comparison.json").write_text(result.to_json())
     (folder / "tables.txt").write_text(report(result) + "\n")
     with open(folder / "correlations.csv", "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=["complexity", "measure", "rho", "p_value", "n"])
@@ -82,9 +81,9 @@ def log_comparison(
         if model.run_id is None:
             continue
         _log_metrics(client, model.run_id, {f"{PREFIX}/{k}": v for k, v in model.measures().items()})
-        client.log_dict(model.run_id, {"name": model.name, "complexity": model.complexity,
-                                       "measures": model.measures(), "config": result.config.to_dict()},
-                        f"{PREFIX}/robustness.json")
+        summary = {"name": model.name, "complexity": model.complexity, "measures": model.measures(),
+                   "config": result.config.to_dict()}
+        client.log_dict(model.run_id, json_safe(summary), f"{PREFIX}/robustness.json")
     created = summary_run_id is None
     if created:
         model_runs = [m.run_id for m in result.models if m.run_id is not None]

@@ -21,10 +21,14 @@ def plot_robustness_vs_complexity(result: ComparisonResult, measures: tuple[str,
     measures = measures or tuple(
         m for m in (*SUMMARY_MEASURES, *(f"robust_acc_mean/{a}" for a in result.config.attacks)) if m in first
     )
-    fig, axes = plt.subplots(1, len(measures), figsize=(3.2 * len(measures), 3.0), squeeze=False)
+    columns = min(4, len(measures))
+    rows = -(-len(measures) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 3.0 * rows), squeeze=False)
+    for ax in axes.flat[len(measures):]:
+        ax.set_visible(False)
     x = [m.complexity[result.complexity_key] for m in result.models]
     rhos = {(c.complexity, c.measure): c for c in result.correlations}
-    for ax, measure in zip(axes[0], measures):
+    for ax, measure in zip(axes.flat, measures):
         y = [m.measures().get(measure, np.nan) for m in result.models]
         ax.scatter(x, y)
         for xi, yi, model in zip(x, y, result.models):

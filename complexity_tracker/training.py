@@ -16,7 +16,7 @@ import contextlib
 import math
 import os
 import random
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,7 +67,7 @@ class EpochResult:
     ``metrics`` holds ``train_loss``, ``test_loss`` (mean cross-entropy, nats), ``train_acc``,
     ``test_acc`` (fractions), ``loss_gap = test_loss - train_loss``, ``lr`` (used during the epoch), and, when a complexity
     loss is on, ``complexity_loss`` (mean penalty in bits over the epoch's penalised steps, NaN
-    when ``loss_every`` skipped them all; at epoch 0 on the first training batch).
+    when ``loss_every`` skipped them all; at epoch 0 on the first training batch, in eval mode).
     """
 
     epoch: int
@@ -197,9 +197,9 @@ def _make_schedule(optimizer: torch.optim.Optimizer, config: RunConfig) -> torch
 
 
 def _initial_complexity(model: nn.Module, penalty: ComplexityLoss, data: DataSplits, batch_size: int) -> float:
-    """The penalty (bits) on the first training batch, without updating the loss's state."""
+    """The penalty (bits) on the first training batch, in eval mode, without updating any state."""
     device = _model_device(model)
-    with torch.no_grad(), penalty.recording() as recorder:
+    with torch.no_grad(), model_mode(model, False), penalty.recording() as recorder:
         model(data.x_train[:batch_size].to(device))
         return penalty(recorder.records(), update=False).item()
 
@@ -208,7 +208,7 @@ def train(
     model: nn.Module,
     data: DataSplits,
     config: RunConfig,
-    callbacks: Sequence[EpochCallback] | Iterable[EpochCallback] = (),
+    callbacks: Iterable[EpochCallback] = (),
     progress: bool = True,
 ) -> TrainResult:
     """Train ``model`` on ``data.x_train`` for ``config.epochs`` epochs.

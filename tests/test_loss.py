@@ -15,6 +15,7 @@ from complexity_tracker.gating import NoGatingLayersError
 from complexity_tracker.loss import (
     MARGINAL_MOMENTUM,
     EnergyEntropyLoss,
+    EnergyNetworks,
     binary_entropy_sum,
     build_complexity_loss,
     soft_gates,
@@ -145,6 +146,14 @@ def test_ebm_tracks_running_marginals_and_trains_only_its_energy_network() -> No
     assert all(torch.equal(a, b) for a, b in zip(frozen, loss.parameters()))
 
 
+def test_energy_network_input_gradient_matches_autograd() -> None:
+    torch.manual_seed(0)
+    energy = EnergyNetworks(layers=3, d=40)
+    gates = torch.rand(3, 7, 40, requires_grad=True)
+    (expected,) = torch.autograd.grad(energy(gates).sum(), gates)
+    assert torch.allclose(energy.input_gradient(gates.detach()), expected, atol=1e-6)
+
+
 def test_ebm_runs_on_conv_feature_maps(digits) -> None:
     config = RunConfig(**{**SMALL, "model": "lenet", "width": 3, "epochs": 1}, loss_method="ebm", lam=0.01,
                        loss_layers=["features.*"], loss_every=2)
@@ -176,3 +185,21 @@ def test_unknown_layer_names_are_refused_before_training(digits, lam: float) -> 
 def test_an_overflowing_penalty_stops_with_the_epoch_and_step(digits) -> None:
     with pytest.raises(TrainingDivergedError, match=r"epoch 1, step 1: the total loss is inf"):
         _run(RunConfig(**SMALL, loss_method="marginal", lam=1e308), digits)
+
+
+def test_the_epoch_zero_penalty_leaves_batchnorm_statistics_alone(digits) -> None:
+    class Stop(Exception):
+        pass
+
+    config = RunConfig(**{**SMALL, "model": "resnet20", "width": 2}, loss_method="kde", lam=0.1)
+    seed_everything(0)
+    model = build_model(config, digits.input_shape, digits.n_classes)
+    initial = {k: v.clone() for k, v in model.state_dict().items() if "running" in k}
+
+    def check_epoch_zero(result) -> None:
+        assert "complexity_loss" in result.metrics
+        assert all(torch.equal(initial[k], result.model.state_dict()[k]) for k in initial)
+        raise Stop
+
+    with pytest.raises(Stop):
+        train(model, digits, config, callbacks=[check_epoch_zero], progress=False)

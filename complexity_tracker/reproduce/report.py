@@ -43,7 +43,7 @@ def markdown_table(rows: Sequence[Mapping[str, Any]]) -> str:
             value = f"{value:.3g}"
         return str(value if value is not None else "").replace("|", "\\|").replace("\n", " ")
 
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines = ["| " + " | ".join(cell(c) for c in columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(cell(row.get(c, "")) for c in columns) + " |" for row in rows]
     return "\n".join(lines)
 
@@ -63,6 +63,12 @@ def render_markdown(results: Sequence[ClaimResult], context: ReportContext, figu
         "(studies resume by name, so a resumed run reuses finished trials)",
         *[f"- {key}: {value}" for key, value in context.settings.items()],
         *[f"- {note}" for note in context.notes],
+        "",
+        "Run it with `complexity-tracker reproduce [--quick] [--out DIR] [--tracking-uri URI] [--storage URL] "
+        "[--workers N] [--only CLAIM]`: it runs the studies of `studies/paper/` (each also runs alone: "
+        "`complexity-tracker study run studies/paper/<name>.toml --workers 2`), resumes them by name when "
+        "interrupted, writes `DIR/reproduction.md` with figures under `DIR/reproduction/`, and logs the report on "
+        "a run of the MLflow experiment `reproduce`.",
         "",
         "## Summary",
         "",

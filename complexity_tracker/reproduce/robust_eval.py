@@ -15,8 +15,8 @@ from ..robustness.evaluate import select_samples
 from ..robustness.sources import from_run
 from .collect import TrialRecord
 
-#: Minimum-norm attack (DeepFool: fast and close to minimal on small ReLU networks).
-MIN_NORM_ATTACK = "deepfool"
+#: Minimum-norm attacks; a sample's minimal perturbation is the smaller of their successes.
+MIN_NORM_ATTACKS = ("deepfool", "fab_l2")
 
 
 @dataclass
@@ -55,13 +55,13 @@ def evaluate_lambda_models(
         raise ValueError("no trained models to attack; run the complexity-loss study first")
     data = load_data(records[0].config)
     x, y = select_samples(data.x_test, data.y_test, n_samples, seed)
-    config = RobustnessConfig(attacks=(), min_norm_attacks=(MIN_NORM_ATTACK,), n_samples=n_samples,
+    config = RobustnessConfig(attacks=(), min_norm_attacks=MIN_NORM_ATTACKS, n_samples=n_samples,
                               transfer_attack="pgd_linf", transfer_eps=transfer_eps, seed=seed)
     client = MlflowClient(tracking_uri)
     models = {r.number: from_run(client, r.run_id).model for r in records}
-    result = LambdaRobustness(records, MIN_NORM_ATTACK)
+    result = LambdaRobustness(records, " + ".join(MIN_NORM_ATTACKS))
     for record in records:
-        minimal = minimal_l2_perturbation(models[record.number], x, y, (MIN_NORM_ATTACK,), config)
+        minimal = minimal_l2_perturbation(models[record.number], x, y, MIN_NORM_ATTACKS, config)
         result.min_l2[record.number] = minimal.median
         result.attacked[record.number] = minimal.n_correct
         result.fooled[record.number] = minimal.n_success

@@ -57,6 +57,7 @@ QUICK = Sizing(
     "quick",
     {
         "*": {"run": {"epochs": 15}, "search": {"seed": [0, 1]}},
+        "phenomenon1_stacked": {"run": {"epochs": 20}},
         "phenomenon2_residual": {"search": {"depth": [4], "seed": [0, 1]}},
         "ceiling": {"run": {"probe_per_class": 100}, "search": {"seed": [0]}},
         "complexity_loss": {"run": {"measure_every": 15}},

@@ -204,6 +204,16 @@ def _initial_complexity(model: nn.Module, penalty: ComplexityLoss, data: DataSpl
         return penalty(recorder.records(), update=False).item()
 
 
+def _divergence(epoch: int, step: int, task_loss: torch.Tensor, complexity: torch.Tensor | None,
+                total: torch.Tensor, method: str) -> TrainingDivergedError:
+    """Name the first non-finite part of the loss."""
+    if not torch.isfinite(task_loss):
+        return TrainingDivergedError(epoch, step, task_loss.item(), "task loss")
+    if complexity is not None and not torch.isfinite(complexity):
+        return TrainingDivergedError(epoch, step, complexity.item(), f"{method} complexity loss")
+    return TrainingDivergedError(epoch, step, total.item(), "total loss")
+
+
 def train(
     model: nn.Module,
     data: DataSplits,
@@ -259,7 +269,7 @@ def train(
         for epoch in range(1, config.epochs + 1):
             model.train()
             permutation = torch.randperm(n, generator=order).to(device)
-            penalty_sum, penalty_count = 0.0, 0
+            penalty_sum, penalty_count = torch.zeros((), device=device), 0
             for step in range(1, steps_per_epoch + 1):
                 index = permutation[(step - 1) * batch_size : step * batch_size]
                 x, y = x_train[index], y_train[index]
@@ -269,21 +279,18 @@ def train(
                 penalise = penalty is not None and global_step % config.loss_every == 0
                 with penalty.recording() if penalise else contextlib.nullcontext() as recorder:
                     logits = model(x)
-                loss = F.cross_entropy(logits, y)
-                if not torch.isfinite(loss):
-                    raise TrainingDivergedError(epoch, step, loss.item(), "task loss")
+                task_loss = F.cross_entropy(logits, y)
+                loss = task_loss
                 auxiliary = model.auxiliary_loss() if isinstance(model, ZooModel) else None
                 if auxiliary is not None:
                     loss = loss + auxiliary
-                if penalise:
-                    complexity = penalty(recorder.records())
-                    if not torch.isfinite(complexity):
-                        raise TrainingDivergedError(epoch, step, complexity.item(), f"{config.loss_method} complexity loss")
+                complexity = penalty(recorder.records()) if penalise else None
+                if complexity is not None:
                     loss = loss + config.lam * complexity
-                    penalty_sum += complexity.item()
+                    penalty_sum += complexity.detach()
                     penalty_count += 1
-                if not torch.isfinite(loss):
-                    raise TrainingDivergedError(epoch, step, loss.item(), "total loss")
+                if not torch.isfinite(loss):  # one device sync per step; the parts are told apart only on failure
+                    raise _divergence(epoch, step, task_loss, complexity, loss, config.loss_method)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -291,7 +298,7 @@ def train(
             epoch_lr = optimizer.param_groups[0]["lr"]
             if schedule is not None:
                 schedule.step()
-            epoch_penalty = penalty_sum / penalty_count if penalty_count else math.nan
+            epoch_penalty = penalty_sum.item() / penalty_count if penalty_count else math.nan
             finish_epoch(epoch, epoch_lr, epoch_penalty if penalty else None)
             bar.set_postfix(epoch=epoch, test_acc=f"{history[-1]['test_acc']:.3f}",
                             gap=f"{history[-1]['loss_gap']:.3f}")

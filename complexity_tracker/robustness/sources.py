@@ -35,8 +35,9 @@ from .errors import IncompatibleModelsError, ModelSourceError
 CONFIG_ARTIFACT = "config.json"
 #: Name under which the tracker logs the model.
 MODEL_ARTIFACT = "model"
-#: Run configuration fields that decide the evaluation data; models compared together must agree.
-DATA_FIELDS = ("dataset", "data_dir", "task_order", "n_test")
+#: Run configuration fields that decide the data split; models compared together must agree, so
+#: that no model is attacked on samples it was trained on.
+DATA_FIELDS = ("dataset", "data_dir", "task_order", "synthetic_dim", "data_seed", "n_train", "n_test")
 
 
 @dataclass

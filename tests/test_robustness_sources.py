@@ -78,13 +78,15 @@ def test_checkpoints_print_tables_and_write_artifacts(checkpoints, tmp_path, mon
 
 
 def test_json_output_is_strict_json(checkpoints, capsys):
-    assert main(["evaluate", "--checkpoints", *checkpoints, *FAST_ATTACKS, "--json"]) == 0
+    assert main(["evaluate", "--checkpoints", *checkpoints, *FAST_ATTACKS, "--json", "--estimator", "plugin"]) == 0
 
     def refuse(constant: str) -> None:
         raise ValueError(f"non-standard JSON constant {constant}")
 
     printed = json.loads(capsys.readouterr().out, parse_constant=refuse)
     assert len(printed["models"]) == 2 and printed["transfer"]["names"]
+    # plug-in counting of 100 distinct patterns: at most log2(100) bits
+    assert all(0 < m["complexity"]["H/network"] <= 6.65 for m in printed["models"])
     # Two models give no Spearman rho: null, not NaN.
     assert all(c["rho"] is None for c in printed["correlations"])
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..estimators import ESTIMATORS
 from ..metrics import class_balanced_probe
 from ..robustness.comparison import compare_models
 from ..robustness.config import (
@@ -69,6 +70,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     attacks.add_argument("--seed", type=int, default=DEFAULTS.seed, help="seeds samples and attacks (default: %(default)s)")
     parser.add_argument("--probe-per-class", type=int, default=200,
                         help="training samples per class on which complexity is measured (default: %(default)s)")
+    parser.add_argument("--estimator", choices=sorted(ESTIMATORS), default="kde",
+                        help="entropy estimator of the complexity (default: %(default)s)")
+    parser.add_argument("--kde-lam", type=float, default=None,
+                        help="kde kernel width (default: 0.01 vectors, 0.04 feature maps)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: %(default)s)")
     parser.add_argument("--output-dir", type=Path, help="also write comparison.json, tables and figures here")
     parser.add_argument("--json", action="store_true", help="print the comparison as JSON instead of tables")
@@ -108,6 +113,7 @@ def run(args: argparse.Namespace) -> int:
     result = compare_models(
         {s.name: s.model.to(device) for s in sources}, data.x_test, data.y_test, config,
         probe=(data.x_train[probe], data.y_train[probe]), complexity_key=args.complexity_key,
+        complexity_kwargs={"estimator": args.estimator, "lam": args.kde_lam},
         run_ids={s.name: s.run_id for s in sources if s.run_id is not None},
     )
     print(result.to_json() if args.json else report(result))

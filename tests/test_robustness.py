@@ -228,7 +228,9 @@ def test_compare_models_orders_by_complexity_and_reports(data, flat_model):
     }
     config = FAST.replace(attacks=("fgsm", "pgd_linf"), linf_eps=(0.05, 0.1), min_norm_attacks=("deepfool",),
                           n_samples=50)
+    state = torch.get_rng_state()
     result = compare_models(models, data["x_test"], data["y_test"], config, probe_per_class=10)
+    assert torch.equal(torch.get_rng_state(), state)
     values = [m.complexity["H/network"] for m in result.models]
     assert values == sorted(values)
     assert result.transfer is not None and result.transfer.names == [m.name for m in result.models]

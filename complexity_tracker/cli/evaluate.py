@@ -15,7 +15,7 @@ from ..robustness.config import (
     MIN_NORM_ATTACKS,
     RobustnessConfig,
 )
-from ..robustness.errors import IncompatibleModelsError
+from ..robustness.errors import ModelSourceError
 from ..robustness.mlflow_logging import log_comparison, write_artifacts
 from ..robustness.sources import evaluation_data, from_checkpoints, from_runs, from_study
 from ..robustness.tables import report
@@ -92,9 +92,9 @@ def _config(args: argparse.Namespace) -> RobustnessConfig:
 def run(args: argparse.Namespace) -> int:
     config = _config(args)
     if args.study is not None and not args.storage:
-        raise IncompatibleModelsError("--study needs --storage URL (where the study's trials are stored)")
+        raise ModelSourceError("--study needs --storage URL (where the study's trials are stored)")
     if args.study is None and (args.top_k is not None or args.quantiles is not None):
-        raise IncompatibleModelsError("--top-k and --quantiles select trials of a --study")
+        raise ModelSourceError("--top-k and --quantiles select trials of a --study")
     tracking_uri = resolve_tracking_uri(args.tracking_uri)
     summary_run_id = None
     if args.checkpoints:

@@ -15,7 +15,7 @@ from mlflow.tracking import MlflowClient
 from ..experiment import run_experiment
 from ..training import EpochResult
 from .budget import SURPLUS_ATTR, is_surplus, retry_history
-from .config import EPOCH_OBJECTIVES, LAM_IS_ZERO, SearchParam, StudyConfig
+from .config import LAM_IS_ZERO, SearchParam, StudyConfig
 from .mlflow_runs import INTERRUPTED_ATTR, RUN_ID_ATTR, kill_abandoned_runs, trial_tags
 
 #: Final complexity values stored as trial user attributes (bits), per layer and for the network.
@@ -120,8 +120,8 @@ class StudyObjective:
         self.log_model = log_model
         self.client = MlflowClient(tracking_uri)
         settings = config.study
+        # validated by the config: a pruner implies one objective measured every epoch
         self.prune_metric = settings.objectives[0] if settings.pruner != "none" else None
-        assert self.prune_metric is None or self.prune_metric in EPOCH_OBJECTIVES
 
     def __call__(self, trial: optuna.Trial) -> float | list[float]:
         trials = trial.study.get_trials(deepcopy=False)

@@ -277,7 +277,7 @@ def _run_worker_processes(
                         process.send_signal(signal.SIGINT)
                 forwarded = True
             update()
-            time.sleep(0.5)
+            time.sleep(2.0)
     finally:
         for process in processes:
             if process.poll() is None:

@@ -62,6 +62,7 @@ def test_shrink_and_decrease_criteria() -> None:
     assert not criteria.shrinks(EPOCHS, V_CURVE), "ends where it started"
     assert criteria.has_decrease([1.0, 2.0, 1.5, 3.0])
     assert not criteria.has_decrease([1.0, 2.0, 1.9, 3.0]), "a 0.1-bit step is within the tolerance"
+    assert criteria.has_decrease([2.0, math.nan, 1.0]) and not criteria.has_decrease([1.0, math.nan, 2.0])
     with pytest.raises(ValueError, match="at least 2"):
         criteria.curve_shape([0], [1.0])
 

@@ -96,8 +96,9 @@ def shrinks(epochs: Sequence[int], values: Sequence[float], tol: float = MIN_CHA
 
 def has_decrease(values: Sequence[float], tol: float = MIN_CHANGE_BITS) -> bool:
     """Whether a sequence (e.g. complexity over depth) drops by more than ``tol`` at some step,
-    i.e. is *not* monotonically increasing beyond noise."""
+    i.e. is *not* monotonically increasing beyond noise.  NaN entries (cells left out) are skipped."""
     v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v)]
     return bool(len(v) >= 2 and (np.diff(v) < -tol).any())
 
 

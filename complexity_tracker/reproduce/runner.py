@@ -123,7 +123,8 @@ def reproduce(settings: ReproduceSettings) -> ReproductionOutcome:
     names = selected_claims(settings.claims)
     stems = [s for s in STUDY_STEMS if any(s in CLAIMS[n][0] for n in names)]
     storage = settings.storage()
-    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    if settings.storage_url is None:
+        settings.state_dir.mkdir(parents=True, exist_ok=True)
     records: dict[str, list[TrialRecord]] = {}
     studies: dict[str, dict[str, str]] = {}
     tracking_uri = None

@@ -59,9 +59,9 @@ QUICK = Sizing(
         "*": {"run": {"epochs": 15}, "search": {"seed": [0, 1]}},
         "phenomenon1_stacked": {"run": {"epochs": 20}},
         "phenomenon2_residual": {"search": {"depth": [4], "seed": [0, 1]}},
-        "ceiling": {"run": {"probe_per_class": 100}, "search": {"seed": [0]}},
+        "ceiling": {"run": {"n_train": 2000, "probe_per_class": 100}, "search": {"seed": [0]}},
         "complexity_loss": {"run": {"measure_every": 15}},
-        "robustness": {"run": {"epochs": 10}, "search": {"seed": [0]}},
+        "robustness": {"run": {"epochs": 15}, "search": {"seed": [0]}},
     },
 )
 TINY = Sizing(

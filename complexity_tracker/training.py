@@ -149,19 +149,26 @@ class _ImageView(nn.Module):
 
 
 class PGDTraining:
-    """Replaces each training batch by PGD-Linf adversarial examples (torchattacks), model in eval mode."""
+    """Replaces each training batch by PGD-Linf adversarial examples (torchattacks), model in eval mode.
+
+    Image batches (N, C, H, W) are attacked as they are; vector batches (N, D) are shown to
+    torchattacks as (N, 1, 1, D) images.
+    """
 
     def __init__(self, model: nn.Module, eps: float) -> None:
         self.model = model
-        self.attack = torchattacks.PGD(
-            _ImageView(model), eps=eps, alpha=PGD_STEP_FRACTION * eps, steps=PGD_STEPS, random_start=True
-        )
+        self.image_attack = self._pgd(model, eps)
+        self.vector_attack = self._pgd(_ImageView(model), eps)
+
+    @staticmethod
+    def _pgd(model: nn.Module, eps: float) -> torchattacks.PGD:
+        return torchattacks.PGD(model, eps=eps, alpha=PGD_STEP_FRACTION * eps, steps=PGD_STEPS, random_start=True)
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        images = x if x.ndim == 4 else x.reshape(x.shape[0], 1, 1, -1)
         with model_mode(self.model, False):
-            adversarial = self.attack(images, y)
-        return adversarial.reshape(x.shape)
+            if x.ndim == 4:
+                return self.image_attack(x, y)
+            return self.vector_attack(x.reshape(x.shape[0], 1, 1, -1), y).reshape(x.shape)
 
 
 def _metrics(model: nn.Module, data: DataSplits, lr: float, complexity: float | None) -> dict[str, float]:

@@ -119,9 +119,8 @@ def test_learning_rate_schedules(digits, schedule: str, expected) -> None:
 
 def test_pgd_training_steps_stay_in_the_ball_and_restore_the_mode() -> None:
     torch.manual_seed(0)
-    config = RunConfig(model="dropout_mlp", depth=2, width=16)
-    for shape in [(16,), (1, 8, 8)]:
-        model = build_model(config, shape, 2).train()
+    for name, shape in [("dropout_mlp", (16,)), ("dropout_mlp", (1, 8, 8)), ("resnet20", (1, 8, 8))]:
+        model = build_model(RunConfig(model=name, depth=2, width=4), shape, 2).train()
         x, y = torch.rand(20, *shape), torch.arange(20) % 2
         adversarial = PGDTraining(model, eps=0.05)(x, y)
         assert adversarial.shape == x.shape
@@ -144,6 +143,12 @@ def test_adversarial_training_makes_the_model_more_robust(digits) -> None:
     plain = _run(config, digits).model
     robust = _run(config.replace(adversarial_training=True, adv_eps=0.1), digits).model
     assert _robust_accuracy(robust, digits, 0.1) > _robust_accuracy(plain, digits, 0.1) + 0.1
+
+
+def test_adversarial_training_runs_on_conv_models(digits) -> None:
+    config = RunConfig(**{**SMALL, "model": "lenet", "width": 3, "epochs": 1, "adversarial_training": True})
+    history = _run(config, digits).history
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
 
 
 def test_a_nan_loss_stops_with_the_epoch_and_step(digits) -> None:

@@ -14,9 +14,6 @@ from .models import build_model
 from .tracking import DEFAULT_EXPERIMENT, ComplexityTracker, check_tracking_server, resolve_tracking_uri
 from .training import EpochCallback, seed_everything, train
 
-#: Models whose gating states are random given the input in train mode (I(X;S) < H(S)).
-STOCHASTIC_MODELS = ("dropout_mlp", "vae_mlp")
-
 
 @dataclass
 class ExperimentResult:
@@ -81,7 +78,7 @@ def run_experiment(
         config=config,
         estimator=config.estimator,
         kde_lam=config.kde_lam,
-        stochastic=config.model in STOCHASTIC_MODELS,
+        stochastic=None,
         measure_every=config.measure_every,
         last_epoch=config.epochs,
         killed_exceptions=killed_exceptions,

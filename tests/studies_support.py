@@ -102,14 +102,20 @@ def scratch_postgres_database() -> Iterator[str]:
 
 
 def check_grid_study(study: optuna.Study, config: StudyConfig, client: MlflowClient) -> None:
-    """Exactly one COMPLETE trial per grid cell, none duplicated, one MLflow child run per trial."""
+    """Exactly one COMPLETE trial per grid cell, none duplicated, one parent run, one MLflow child run per trial."""
     complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
     cells = [tuple(sorted(t.params.items())) for t in complete]
     assert len(cells) == len(set(cells)), f"a grid cell ran twice: {sorted(cells)}"
     assert set(cells) == {tuple(sorted(c.items())) for c in config.grid()}
     assert len(budget.finished(study)) == config.study.n_trials and budget.remaining(study) == (0, 0)
     parent_id = study.user_attrs[PARENT_RUN_ATTR]
-    assert client.get_run(parent_id).info.status == "FINISHED"
+    parent = client.get_run(parent_id)
+    assert parent.info.status == "FINISHED"
+    parents = client.search_runs(
+        [parent.info.experiment_id],
+        filter_string=f"tags.`optuna.role` = 'study' and tags.`optuna.study_name` = '{study.study_name}'",
+    )
+    assert [r.info.run_id for r in parents] == [parent_id]  # one parent run, however many launchers
     runs = {r.info.run_id: r for r in child_runs(client, parent_id)}
     counted = [t for t in study.trials if not t.user_attrs.get(budget.SURPLUS_ATTR)]
     assert sorted(runs) == sorted(t.user_attrs[RUN_ID_ATTR] for t in counted)

@@ -55,13 +55,19 @@ def _build(kind: str, name: str, factory: Callable[..., Any], options: Mapping[s
         raise StudyConfigError(f"[study] {kind} {name!r}: bad option in {dict(options)}: {exc}") from exc
 
 
-def open_study(config: StudyConfig, storage: BaseStorage, wait_s: float = 120.0) -> tuple[optuna.Study, bool]:
+def open_study(
+    config: StudyConfig,
+    storage: BaseStorage,
+    wait_s: float = 120.0,
+    prepare: Callable[[optuna.Study], None] | None = None,
+) -> tuple[optuna.Study, bool]:
     """Create the study and enqueue its trial budget, or load it when it exists (a resume or a
     second worker).  Returns ``(study, created)``.
 
-    Only the process whose ``create_study`` succeeds enqueues the slots; others wait (up to
-    ``wait_s`` seconds) until the slots are there.  A larger ``n_trials`` than the stored one
-    enqueues the extra slots; a smaller one is an error.
+    Only the process whose ``create_study`` succeeds calls ``prepare(study)`` (e.g. to create the
+    MLflow parent run) and then enqueues the slots; others wait (up to ``wait_s`` seconds) until
+    the slots are there, so they see whatever ``prepare`` stored.  A larger ``n_trials`` than the
+    stored one enqueues the extra slots; a smaller one is an error.
     """
     settings = config.study
     sampler, pruner = make_sampler(config), make_pruner(config)
@@ -85,6 +91,8 @@ def open_study(config: StudyConfig, storage: BaseStorage, wait_s: float = 120.0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         study.set_metric_names(list(settings.objectives))
+    if prepare is not None:
+        prepare(study)
     enqueue_slots(study, config)
     return study, True
 

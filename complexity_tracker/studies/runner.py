@@ -186,13 +186,17 @@ def run_study(
     check_workers_supported(storage_url, workers)
     tracking_uri = study_tracking_uri(tracking_uri, config.study)
     check_tracking_server(tracking_uri)
-    storage = create_storage(storage_url, config.study)
-    study, _ = open_study(config, storage)
     client = MlflowClient(tracking_uri)
-    parent_run_id = open_parent_run(
-        client, study, config.study.experiment_name, _study_params(config, storage_url),
-        Path(config_path).read_text() if config_path else None,
-    )
+    config_text = Path(config_path).read_text() if config_path else None
+
+    def parent_run(study: optuna.Study) -> str:
+        return open_parent_run(
+            client, study, config.study.experiment_name, _study_params(config, storage_url), config_text
+        )
+
+    # the creator makes the parent run before the slots appear, so joining workers find it
+    study, _ = open_study(config, create_storage(storage_url, config.study), prepare=parent_run)
+    parent_run_id = parent_run(study)
     codes: list[int] = []
     with InterruptGuard() as guard, _progress_bar(study, config, progress) as update:
         if workers == 1:

@@ -208,3 +208,19 @@ def test_reopening_with_fewer_trials_or_other_directions_fails(tmp_path: Path) -
     maximise = parse_study_config(document({"n_trials": 6, "direction": "maximize"}))
     with pytest.raises(StudyConfigError, match="exists with directions"):
         open_study(maximise, create_storage(url, config.study))
+
+
+def test_cli_reports_bad_configs_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from complexity_tracker.cli.main import main
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[study]\nname = "b"\nn_trials = 2\n[run]\ndataset = "digits"\n[search]\ndepth = [1, "two"]\n')
+    assert main(["study", "run", str(bad)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and "search.depth: value 'two'" in error
+    good = tmp_path / "good.toml"
+    good.write_text('[study]\nname = "g"\nn_trials = 2\n[run]\ndataset = "digits"\n[search]\ndepth = [1, 2]\n')
+    assert main(["study", "run", str(good), "--workers", "2", "--storage", f"sqlite:///{tmp_path / 'x.db'}"]) == 2
+    assert "not safe for 2 worker processes" in capsys.readouterr().err
+    assert main(["study", "status", str(good), "--storage", f"sqlite:///{tmp_path / 'y.db'}"]) == 2
+    assert "no study named 'g'" in capsys.readouterr().err

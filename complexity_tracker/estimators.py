@@ -83,7 +83,7 @@ def _gram_and_counts(
     for start in range(0, packed.bits.shape[1], column_bytes):
         columns = torch.from_numpy(packed.unpack(slice(start, start + column_bytes))).to(device, torch.float32)
         counts += columns.sum(dim=1)
-        for i, rows in enumerate(blocks):
+        for rows in blocks:
             others = slice(rows.start, n)
             gram[rows, others].addmm_(columns[rows], columns[others].T)
     for rows in blocks[1:]:

@@ -48,7 +48,7 @@ def study_runs(mlflow_server_url, tmp_path_factory) -> dict:
     study = optuna.create_study(study_name="robust", storage=storage, direction="minimize")
     study.set_user_attr("mlflow_parent_run_id", parent)
     runs = []
-    for number, width in enumerate((6, 16, 64)):
+    for width in (6, 16, 64):
         result = run_experiment(TINY.replace(width=width), tracking_uri=mlflow_server_url,
                                 experiment_name="robustness-sources", run_name=f"width-{width}", parent_run_id=parent)
         final = result.history[-1]

@@ -84,7 +84,7 @@ def open_study(
             raise StudyConfigError(
                 f"study {settings.name!r} already has n_trials={stored}; n_trials can only grow "
                 f"(asked for {settings.n_trials}); use another [study] name for a smaller study"
-            )
+            ) from None
         if settings.n_trials > stored:
             enqueue_slots(study, config, start=stored)
         return study, False

@@ -117,6 +117,28 @@ def test_entanglement_claim_uses_h_and_tc_per_layer(tmp_path: Path) -> None:
     assert all(row["negative (p<0.05)"] == "yes" for row in result.our_measurements)
 
 
+def _ceiling_records(h: np.ndarray, acc: float = 0.9) -> list[TrialRecord]:
+    """One trial per (depth, task order) cell with final H = ``h[depth index, order index]``."""
+    records = []
+    for i, depth in enumerate((1, 2, 4)):
+        for j, order in enumerate((1, 2, 3)):
+            record = _record(len(records), np.array([5.0, h[i, j]]), depth=depth, task_order=order,
+                             dataset="synthetic")
+            record.history[-1]["test_acc"] = acc
+            records.append(record)
+    return records
+
+
+def test_ceiling_claim_judges_monotonicity_over_learned_cells(tmp_path: Path) -> None:
+    bumpy = np.array([[6.0, 7.0, 6.0], [7.0, 6.0, 7.5], [5.0, 7.5, 6.5]])
+    assert claims.ceiling(_ceiling_records(bumpy), tmp_path).verdict == REPRODUCED
+    increasing = np.add.outer(np.arange(3.0), np.arange(3.0)) + 4.0
+    assert claims.ceiling(_ceiling_records(increasing), tmp_path).verdict == NOT_REPRODUCED
+    unlearned = claims.ceiling(_ceiling_records(bumpy, acc=0.5), tmp_path)
+    assert unlearned.verdict == NOT_REPRODUCED, "cells at chance level are not evidence"
+    assert "9 of 9 cells stayed near chance" in unlearned.reason
+
+
 def test_transferability_claim_from_matrices(tmp_path: Path) -> None:
     names = ["simple", "middle", "complex"]
     asymmetric = np.array([[1.0, 0.6, 0.5], [0.2, 1.0, 0.6], [0.1, 0.2, 1.0]])

@@ -450,7 +450,8 @@ def adversarial_training(records: Sequence[TrialRecord], figure_dir: Path) -> Cl
             is_lower = float(np.mean(b)) < float(np.mean(a))
             lower += is_lower
             total += 1
-            row = {"model": model, "layer": layer, "seeds": _seeds(normal), "H normal": mean_std(a),
+            row = {"model": model, "layer": layer, "seeds normal / AT": f"{_seeds(normal)} / {_seeds(trained)}",
+                   "H normal": mean_std(a),
                    "H adversarial": mean_std(b), "AT lower": "yes" if is_lower else "no"}
             if layer == "network":
                 row["test acc normal / adversarial"] = (f"{mean_std([r.final['test_acc'] for r in normal], 3)} / "

@@ -12,6 +12,7 @@ from mlflow.tracking import MlflowClient
 
 from ..errors import ComplexityTrackerError
 from ..studies import run_study
+from ..studies.budget import finished
 from ..studies.mlflow_runs import study_tracking_uri
 from ..studies.storage import redact_url
 from ..tracking import git_commit
@@ -112,6 +113,16 @@ def _study_span(study: optuna.Study) -> str:
     return f"{span.total_seconds() / 60:.1f}"
 
 
+def _failed_trials(study: optuna.Study) -> list[str]:
+    """One line per slot of ``study`` that ended FAIL (not retried): trial number, parameters and
+    Optuna's fail reason."""
+    return [
+        f"{study.study_name}: trial {t.number} ({', '.join(f'{k}={v}' for k, v in t.params.items())}) failed"
+        + (f": {t.system_attrs['fail_reason'].splitlines()[-1]}" if t.system_attrs.get("fail_reason") else "")
+        for t in finished(study) if t.state == optuna.trial.TrialState.FAIL
+    ]
+
+
 def reproduce(settings: ReproduceSettings) -> ReproductionOutcome:
     """Run (or resume) the studies the selected claims need, evaluate the claims, write the report
     and log it on a ``reproduce`` MLflow run.
@@ -127,6 +138,7 @@ def reproduce(settings: ReproduceSettings) -> ReproductionOutcome:
         settings.state_dir.mkdir(parents=True, exist_ok=True)
     records: dict[str, list[TrialRecord]] = {}
     studies: dict[str, dict[str, str]] = {}
+    failures: list[str] = []
     tracking_uri = None
     for stem in stems:
         config, path = sized_study(stem, settings.sizing, settings.state_dir, settings.studies_dir)
@@ -139,9 +151,12 @@ def reproduce(settings: ReproduceSettings) -> ReproductionOutcome:
                 f"study {config.study.name!r} {why}; run the same command again to resume it"
             )
         records[stem] = collect_trials(outcome.study, config, tracking_uri)
+        failed = _failed_trials(outcome.study)
+        failures += failed
         studies[config.study.name] = {
             "config": f"studies/paper/{stem}.toml",
             "trials": str(len(records[stem])),
+            "failed": str(len(failed)),
             "minutes (first start to last end)": _study_span(outcome.study),
             "mlflow parent run": outcome.parent_run_id,
         }
@@ -167,6 +182,7 @@ def reproduce(settings: ReproduceSettings) -> ReproductionOutcome:
             "MLflow tracking URI": redact_url(tracking_uri or ""),
             **({"git commit": commit} if commit else {}),
         },
+        notes=[f"left out of the claims: {line}" for line in failures],
     )
     report_path = write_report(results, context, settings.out_dir / REPORT_NAME)
     run_id = log_report(MlflowClient(tracking_uri), results, context, report_path)

@@ -339,6 +339,8 @@ class ComplexityTracker:
 
         When the artifacts cannot be written, a FINISHED run ends FAILED and the error is raised;
         for FAILED/KILLED runs a warning is given instead, so the original error stays visible.
+        Ctrl-C while the artifacts are written ends the run KILLED (otherwise MLflow's exit hook
+        would later end the still-active run FINISHED).
         """
         self._require_running()
         try:
@@ -348,6 +350,9 @@ class ComplexityTracker:
                 self._terminate(RunStatus.to_string(RunStatus.FAILED))
                 raise
             warnings.warn(f"could not write the artifacts of {status} run {self.run_id}", stacklevel=2)
+        except BaseException:
+            self._terminate(RunStatus.to_string(RunStatus.KILLED))
+            raise
         self._terminate(status)
 
     def _terminate(self, status: str) -> None:

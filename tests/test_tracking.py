@@ -179,6 +179,21 @@ def test_a_crash_or_ctrl_c_ends_the_run_and_keeps_its_metrics(store_cwd, digits,
     assert mlflow.active_run() is None
 
 
+def test_ctrl_c_while_artifacts_are_written_ends_the_run_killed(store_cwd, digits, monkeypatch):
+    x, y = digits
+    tracker = ComplexityTracker.from_dataset(x, y, per_class=10).start()
+    tracker.log_epoch(0, small_mlp())
+
+    def interrupted_plot(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tracking, "plot_layer_complexity", interrupted_plot)
+    with pytest.raises(KeyboardInterrupt):
+        tracker.end("FINISHED")
+    assert MlflowClient(f"sqlite:///{store_cwd}/mlflow.db").get_run(tracker.run_id).info.status == "KILLED"
+    assert mlflow.active_run() is None  # MLflow's exit hook cannot end it FINISHED later
+
+
 def test_unreachable_server_fails_fast_with_a_clear_message(store_cwd, digits, monkeypatch):
     x, y = digits
     dead = f"http://127.0.0.1:{free_port()}"

@@ -113,6 +113,8 @@ def phenomenon1(records: Sequence[TrialRecord], figure_dir: Path) -> ClaimResult
         })
     verdict = criteria.fraction_verdict(hits)
     shown = sum(sum(h) for h in hits.values())
+    minima = [criteria.curve_shape(*r.curve("H/network")).argmin_epoch for r in records]
+    last_epoch = max(r.config.epochs for r in records)
     figure = plot_grouped_curves(
         {m: [r.curve("H/network") for r in runs] for m, runs in by_model.items()},
         title="Phenomenon 1: H(S) of stacked networks over training (one line per seed)",
@@ -126,8 +128,8 @@ def phenomenon1(records: Sequence[TrialRecord], figure_dir: Path) -> ClaimResult
                       "≈ 7.35 near epoch 55, ≈ 10.65 at epoch 500; I(S;Y) ≈ 3.28 → 1.5 → 3.25 (notebook).",
         our_measurements=rows,
         verdict=verdict,
-        reason=f"{shown} of {len(records)} runs fall by >= {_CHANGE} and rise again by >= {_CHANGE}"
-               + ("; the dip happens within the first epochs" if shown else ""),
+        reason=f"{shown} of {len(records)} runs fall by >= {_CHANGE} and rise again by >= {_CHANGE}; the minimum "
+               f"lies at epochs {min(minima)}-{max(minima)} of {last_epoch}",
         criterion=f"A run shows the phenomenon when H(S) of the whole network falls at least {_CHANGE} below its "
                   f"epoch-0 value and ends at least {_CHANGE} above its minimum; {_FRACTIONS}.",
         figures=[save(figure, figure_dir / "phenomenon1.png")],

@@ -104,13 +104,13 @@ def selected_claims(names: Sequence[str] | None) -> list[str]:
     return [n for n in CLAIMS if n in names]
 
 
-def _study_span(study: optuna.Study) -> str:
-    """Minutes from the first trial's start to the last trial's end."""
+def _study_minutes(study: optuna.Study) -> float:
+    """Minutes from the first trial's start to the last trial's end (0 without finished trials)."""
     trials = [t for t in study.get_trials(deepcopy=False) if t.datetime_start and t.datetime_complete]
     if not trials:
-        return "n/a"
+        return 0.0
     span = max(t.datetime_complete for t in trials) - min(t.datetime_start for t in trials)
-    return f"{span.total_seconds() / 60:.1f}"
+    return span.total_seconds() / 60
 
 
 def _failed_trials(study: optuna.Study) -> list[str]:
@@ -139,6 +139,7 @@ def reproduce(settings: ReproduceSettings) -> ReproductionOutcome:
     records: dict[str, list[TrialRecord]] = {}
     studies: dict[str, dict[str, str]] = {}
     failures: list[str] = []
+    study_minutes = 0.0
     tracking_uri = None
     for stem in stems:
         config, path = sized_study(stem, settings.sizing, settings.state_dir, settings.studies_dir)
@@ -153,11 +154,12 @@ def reproduce(settings: ReproduceSettings) -> ReproductionOutcome:
         records[stem] = collect_trials(outcome.study, config, tracking_uri)
         failed = _failed_trials(outcome.study)
         failures += failed
+        study_minutes += _study_minutes(outcome.study)
         studies[config.study.name] = {
             "config": f"studies/paper/{stem}.toml",
             "trials": str(len(records[stem])),
             "failed": str(len(failed)),
-            "minutes (first start to last end)": _study_span(outcome.study),
+            "minutes (first start to last end)": f"{_study_minutes(outcome.study):.1f}",
             "mlflow parent run": outcome.parent_run_id,
         }
     attacked: list[LambdaRobustness] = []
@@ -177,6 +179,7 @@ def reproduce(settings: ReproduceSettings) -> ReproductionOutcome:
         wall_seconds=wall,
         studies=studies,
         settings={
+            "training time of the studies (first trial start to last trial end, summed)": f"{study_minutes:.1f} min",
             "workers per study": str(settings.workers),
             "Optuna storage": redact_url(storage),
             "MLflow tracking URI": redact_url(tracking_uri or ""),

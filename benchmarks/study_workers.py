@@ -32,7 +32,7 @@ sampler = "grid"
 [run]
 dataset = "digits"
 model = "mlp"
-width = 128
+width = {width}
 n_train = 1200
 n_test = 597
 epochs = {epochs}
@@ -44,11 +44,11 @@ seed = {seeds}
 """
 
 
-def run_study(workers: int, epochs: int, cells: int, threads: int | None = None) -> tuple[float, float]:
+def run_study(workers: int, epochs: int, cells: int, width: int, threads: int | None = None) -> tuple[float, float]:
     """Wall and CPU seconds (all processes) of one ``study run`` with ``workers`` processes, in a fresh folder."""
     with tempfile.TemporaryDirectory() as folder:
         config = Path(folder) / "bench.toml"
-        config.write_text(CONFIG.format(epochs=epochs, seeds=list(range(cells // 2))))
+        config.write_text(CONFIG.format(epochs=epochs, width=width, seeds=list(range(cells // 2))))
         env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "COMPLEXITY_TRACKER_STORAGE")}
         command = [sys.executable, "-m", "complexity_tracker.cli.main", "study", "run", str(config),
                    "--workers", str(workers), "--no-progress", "--no-log-model"]
@@ -73,6 +73,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--cells", type=int, default=8, help="grid cells = trials (even)")
     parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--width", type=int, default=128, help="hidden units per layer (sets the trial length)")
     parser.add_argument("--repeats", type=int, default=1, help="alternating runs of each variant; medians shown")
     args = parser.parse_args()
     variants = {
@@ -84,11 +85,11 @@ def main() -> None:
     cpu: dict[str, list[float]] = {name: [] for name in variants}
     for _ in range(args.repeats):
         for name, (workers, threads) in variants.items():
-            seconds, cpu_seconds = run_study(workers, args.epochs, args.cells, threads)
+            seconds, cpu_seconds = run_study(workers, args.epochs, args.cells, args.width, threads)
             wall[name].append(seconds)
             cpu[name].append(cpu_seconds)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    print(f"study of {args.cells} trials x {args.epochs} epochs (digits MLP, width 128), {cores} cores, "
+    print(f"study of {args.cells} trials x {args.epochs} epochs (digits MLP, width {args.width}), {cores} cores, "
           f"load average now {os.getloadavg()[0]:.1f}, median of {args.repeats}")
     print(f"{'variant':<36} {'wall s':>8} {'trials/min':>11} {'CPU s':>8}")
     medians = {name: statistics.median(values) for name, values in wall.items()}

@@ -179,7 +179,7 @@ def reproduce(settings: ReproduceSettings) -> ReproductionOutcome:
         wall_seconds=wall,
         studies=studies,
         settings={
-            "training time of the studies (first trial start to last trial end, summed)": f"{study_minutes:.1f} min",
+            "studies training time": f"{study_minutes:.1f} min (first trial start to last trial end, summed over studies)",
             "workers per study": str(settings.workers),
             "Optuna storage": redact_url(storage),
             "MLflow tracking URI": redact_url(tracking_uri or ""),

@@ -126,10 +126,11 @@ def check_tracking_server(tracking_uri: str, timeout_s: float = 5.0) -> None:
 
 def metric_key(metric: str, layer: str) -> str:
     """MLflow key of one complexity value, ``"<metric>/<layer>"``, with characters MLflow rejects replaced."""
-    return _BAD_KEY_CHARACTERS.sub("_", f"{metric}/{layer}")
+    return mlflow_key(f"{metric}/{layer}")
 
 
-def _training_key(name: str) -> str:
+def mlflow_key(name: str) -> str:
+    """``name`` with the characters MLflow rejects in metric and param keys replaced by ``_``."""
     return _BAD_KEY_CHARACTERS.sub("_", name)
 
 
@@ -400,7 +401,7 @@ class ComplexityTracker:
         """
         self._require_running()
         row: dict[str, float] = {"epoch": epoch}
-        logged = {_training_key(k): float(v) for k, v in (metrics or {}).items()}
+        logged = {mlflow_key(k): float(v) for k, v in (metrics or {}).items()}
         row.update(logged)
         report = None
         if self.should_measure(epoch):

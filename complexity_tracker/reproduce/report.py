@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,13 +11,12 @@ from typing import Any
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
+from ..tracking import mlflow_key
 from . import criteria
 from .claims import ClaimResult
 
 #: MLflow experiment and run name prefix of the reproduction's parent run.
 EXPERIMENT = "reproduce"
-#: Characters MLflow refuses in param and metric keys.
-_MLFLOW_KEY = re.compile(r"[^\w\-. :/]")
 #: Numeric form of each verdict for MLflow metrics (``verdict/<claim>``).
 VERDICT_SCORE = {criteria.REPRODUCED: 1.0, criteria.PARTLY: 0.5, criteria.NOT_REPRODUCED: 0.0}
 VERDICT_MARK = {criteria.REPRODUCED: "✅", criteria.PARTLY: "🟡", criteria.NOT_REPRODUCED: "❌"}
@@ -149,7 +147,7 @@ def log_report(
     client.log_batch(
         run_id,
         metrics=metrics,
-        params=[Param(_MLFLOW_KEY.sub("_", key), str(value)[:500]) for key, value in params.items()],
+        params=[Param(mlflow_key(key), str(value)[:500]) for key, value in params.items()],
         tags=[RunTag(f"verdict.{r.name}", r.verdict) for r in results],
     )
     client.log_artifact(run_id, str(report_path))

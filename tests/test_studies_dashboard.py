@@ -37,7 +37,10 @@ def test_dashboard_lists_the_study(tmp_path: Path, storage_name: str) -> None:
         stop_process(process)
 
 
-def test_dashboard_binds_loopback_and_refuses_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_dashboard_binds_loopback_and_refuses_bad_input(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("COMPLEXITY_TRACKER_STORAGE", raising=False)
     command = dashboard_command("journal:x.journal", "127.0.0.1", 8080)
     assert command[1:] == ["x.journal", "--storage-class", "JournalFileStorage", "--host", "127.0.0.1", "--port", "8080"]
     assert main(["dashboard", "--storage", "sqlite:///x.db", "--port", "0"]) == 2

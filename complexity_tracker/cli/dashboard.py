@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import subprocess
 import sys
@@ -41,12 +42,12 @@ def dashboard_command(storage_url: str, host: str, port: int) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     if not 0 < args.port < 65536:
         raise UIError(f"--port must be between 1 and 65535, got {args.port}")
-    if args.config is None and args.storage is None:
-        raise UIError("give a study config (e.g. studies/quickstart.toml) or --storage URL")
     if args.config is not None:
         storage_url = existing_storage_url(args.storage, load_study_config(args.config).study)
     else:
-        storage_url = args.storage
+        storage_url = args.storage or os.environ.get(STORAGE_ENV)
+    if not storage_url:
+        raise UIError(f"give a study config (e.g. studies/quickstart.toml), --storage URL or ${STORAGE_ENV}")
     command = dashboard_command(storage_url, args.host, args.port)
     print(f"optuna-dashboard for {redact_url(storage_url)} at http://{args.host}:{args.port} (Ctrl-C stops it)",
           flush=True)

@@ -174,11 +174,15 @@ def activation_rates(states: np.ndarray | torch.Tensor | PackedStates) -> np.nda
     return ones[: packed.d] / packed.n_samples
 
 
+def binary_entropy_sum(rates: np.ndarray) -> float:
+    """sum_i h(p_i) in bits for units open at rates ``p`` (h(0) = h(1) = 0)."""
+    p = rates[(rates > 0) & (rates < 1)]
+    return float(-(p * np.log2(p) + (1 - p) * np.log2(1 - p)).sum())
+
+
 def marginal_entropy_sum(states: np.ndarray | torch.Tensor | PackedStates) -> float:
     """C = sum over units of the binary entropy h(p_i) of each gate's open rate, in bits."""
-    p = activation_rates(states)
-    p = p[(p > 0) & (p < 1)]
-    return float(-(p * np.log2(p) + (1 - p) * np.log2(1 - p)).sum())
+    return binary_entropy_sum(activation_rates(states))
 
 
 class EntropyEstimator(Protocol):
@@ -188,7 +192,9 @@ class EntropyEstimator(Protocol):
 
     def entropy(self, states: PackedStates) -> float: ...
 
-    def params(self) -> dict[str, float | str | bool]: ...
+    def params(self, states: PackedStates | None = None) -> dict[str, float | str | bool]:
+        """The estimator's parameters; given ``states``, as resolved for them."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -213,7 +219,9 @@ class KDEEstimator:
     def entropy(self, states: PackedStates) -> float:
         return kde_entropy(states, self.lam_for(states))
 
-    def params(self) -> dict[str, float | str | bool]:
+    def params(self, states: PackedStates | None = None) -> dict[str, float | str | bool]:
+        if states is not None:
+            return {"lam": self.lam_for(states)}
         return {"lam": self.lam if self.lam is not None else "auto(0.01 vector, 0.04 conv)"}
 
 
@@ -227,7 +235,7 @@ class PluginEstimator:
     def entropy(self, states: PackedStates) -> float:
         return plugin_entropy(states, miller_madow=self.miller_madow)
 
-    def params(self) -> dict[str, float | str | bool]:
+    def params(self, states: PackedStates | None = None) -> dict[str, float | str | bool]:
         return {"miller_madow": self.miller_madow}
 
 

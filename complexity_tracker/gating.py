@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
-from collections.abc import Iterator, Sequence
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,6 +21,7 @@ import torch
 from torch import nn
 
 from .errors import ComplexityTrackerError
+from .nn_utils import model_mode
 
 #: Modules whose gate is ``pre-activation >= 0``.
 SUPPORTED_GATING_TYPES: tuple[type[nn.Module], ...] = (nn.ReLU, nn.LeakyReLU, nn.PReLU)
@@ -141,7 +143,7 @@ class PackedStates:
 
 def _layer_names(module_names: dict[int, str], module_ids: list[int]) -> list[str]:
     """Name each recorded call: the module path, plus ``:k`` when the module ran several times."""
-    total = {module_id: module_ids.count(module_id) for module_id in set(module_ids)}
+    total = Counter(module_ids)
     seen: dict[int, int] = {}
     names = []
     for module_id in module_ids:
@@ -219,18 +221,6 @@ class NonFiniteActivationError(ComplexityTrackerError, ValueError):
     """A gating module received NaN or inf pre-activations."""
 
 
-@contextlib.contextmanager
-def _mode(model: nn.Module, train: bool) -> Iterator[None]:
-    """Set train/eval mode for the block and restore every submodule's own mode afterwards."""
-    saved = [(m, m.training) for m in model.modules()]
-    model.train(train)
-    try:
-        yield
-    finally:
-        for module, was_training in saved:
-            module.training = was_training
-
-
 def capture_gating_states(
     model: nn.Module,
     inputs: torch.Tensor,
@@ -260,7 +250,7 @@ def capture_gating_states(
     chunks: dict[str, list[np.ndarray]] = {}
     shapes: dict[str, tuple[int, ...]] = {}
     with PreactivationRecorder(model, layers, allow_unsupported=allow_unsupported) as recorder:
-        with _mode(model, stochastic), torch.no_grad():
+        with model_mode(model, stochastic), torch.no_grad():
             for start in range(0, inputs.shape[0], batch_size):
                 recorder.clear()
                 model(inputs[start : start + batch_size].to(device))

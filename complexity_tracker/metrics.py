@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from .errors import ComplexityTrackerError
-from .estimators import EntropyEstimator, activation_rates, make_estimator, marginal_entropy_sum
+from .estimators import EntropyEstimator, activation_rates, binary_entropy_sum, make_estimator
 from .gating import PackedStates, capture_gating_states
 
 NETWORK = "network"
@@ -131,10 +131,7 @@ def _layer_complexity(
     h_given_x = _conditional_entropy(estimator, states, input_ids) if input_ids is not None else 0.0
     i_xsy = h - _conditional_entropy(estimator, states, labels) if labels is not None else float("nan")
     rates = activation_rates(states)
-    c = marginal_entropy_sum(states)
-    params = dict(estimator.params())
-    if hasattr(estimator, "lam_for"):
-        params["lam"] = estimator.lam_for(states)
+    c = binary_entropy_sum(rates)
     record = LayerComplexity(
         name=name,
         H=h,
@@ -145,7 +142,7 @@ def _layer_complexity(
         d=states.d,
         N=states.n_samples,
         estimator=estimator.name,
-        estimator_params=params,
+        estimator_params=dict(estimator.params(states)),
     )
     return record, rates.astype(np.float32)
 

@@ -30,9 +30,9 @@ from tqdm.auto import tqdm
 from .config import RunConfig
 from .data import DataSplits, DatasetError
 from .errors import ComplexityTrackerError
-from .gating import _mode as model_mode
 from .loss import ComplexityLoss, build_complexity_loss
 from .models import ZooModel, build_model
+from .nn_utils import FourDimInput, model_mode
 
 #: PGD settings for adversarial training (Madry et al.): 10 steps of size 2.5 * eps / 10.
 PGD_STEPS = 10
@@ -137,17 +137,6 @@ def evaluate(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor,
     return total_loss / len(labels), correct / len(labels)
 
 
-class _ImageView(nn.Module):
-    """Presents a vector model as an image model: torchattacks needs (N, C, H, W) inputs."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x.flatten(1))
-
-
 class PGDTraining:
     """Replaces each training batch by PGD-Linf adversarial examples (torchattacks), model in eval mode.
 
@@ -157,18 +146,14 @@ class PGDTraining:
 
     def __init__(self, model: nn.Module, eps: float) -> None:
         self.model = model
-        self.image_attack = self._pgd(model, eps)
-        self.vector_attack = self._pgd(_ImageView(model), eps)
-
-    @staticmethod
-    def _pgd(model: nn.Module, eps: float) -> torchattacks.PGD:
-        return torchattacks.PGD(model, eps=eps, alpha=PGD_STEP_FRACTION * eps, steps=PGD_STEPS, random_start=True)
+        self.eps = eps
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        attacked = self.model if x.ndim == 4 else FourDimInput(self.model, tuple(x.shape[1:]))
+        attack = torchattacks.PGD(attacked, eps=self.eps, alpha=PGD_STEP_FRACTION * self.eps, steps=PGD_STEPS,
+                                  random_start=True)
         with model_mode(self.model, False):
-            if x.ndim == 4:
-                return self.image_attack(x, y)
-            return self.vector_attack(x.reshape(x.shape[0], 1, 1, -1), y).reshape(x.shape)
+            return attack(x.reshape(x.shape[0], 1, 1, -1) if x.ndim != 4 else x, y).reshape(x.shape)
 
 
 def _metrics(model: nn.Module, data: DataSplits, lr: float, complexity: float | None) -> dict[str, float]:

@@ -17,24 +17,13 @@ import torch
 import torchattacks
 from torch import nn
 
+from ..nn_utils import FourDimInput, model_mode
 from .config import BUDGETED_ATTACKS, RobustnessConfig, check_attack_name, check_epsilon
 from .errors import IncompatibleModelsError, InputRangeError
 
 
 #: APGD-T's targeted DLR loss reads the 4 largest logits.
 AUTOATTACK_MIN_CLASSES = 4
-
-
-class FourDimInput(nn.Module):
-    """Presents a model taking inputs of shape (N, *sample_shape) as one taking (N, 1, 1, D)."""
-
-    def __init__(self, model: nn.Module, sample_shape: tuple[int, ...]) -> None:
-        super().__init__()
-        self.model = model
-        self.sample_shape = tuple(sample_shape)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x.reshape(x.shape[0], *self.sample_shape))
 
 
 def model_device(model: nn.Module) -> torch.device:
@@ -74,22 +63,11 @@ def check_inputs(inputs: torch.Tensor, labels: torch.Tensor, n_classes: int | No
 
 def n_classes_of(model: nn.Module, inputs: torch.Tensor) -> int:
     """The number of logits ``model`` returns for one input (evaluated without changing its mode)."""
-    with torch.no_grad(), _eval_mode(model):
+    with torch.no_grad(), model_mode(model, False):
         logits = model(inputs[:1].to(model_device(model)))
     if logits.ndim != 2:
         raise IncompatibleModelsError(f"the model must return logits shaped (N, classes), got {tuple(logits.shape)}")
     return int(logits.shape[1])
-
-
-@contextlib.contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[None]:
-    modes = {module: module.training for module in model.modules()}
-    model.eval()
-    try:
-        yield
-    finally:
-        for module, training in modes.items():
-            module.training = training
 
 
 @contextlib.contextmanager
@@ -101,7 +79,7 @@ def attack_mode(model: nn.Module) -> Iterator[None]:
     """
     requires_grad = {param: param.requires_grad for param in model.parameters()}
     cuda_devices = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
-    with torch.random.fork_rng(devices=cuda_devices), _eval_mode(model):
+    with torch.random.fork_rng(devices=cuda_devices), model_mode(model, False):
         for param in requires_grad:
             param.requires_grad_(False)
         try:
@@ -114,7 +92,7 @@ def attack_mode(model: nn.Module) -> Iterator[None]:
 def predict(model: nn.Module, inputs: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
     """Predicted labels (on the CPU) for ``inputs`` in eval mode, without gradients."""
     device = model_device(model)
-    with torch.no_grad(), _eval_mode(model):
+    with torch.no_grad(), model_mode(model, False):
         return torch.cat(
             [model(chunk.to(device)).argmax(dim=1).cpu() for chunk in inputs.split(batch_size)]
         )

@@ -121,10 +121,6 @@ class StudySettings:
     max_retry: int = 3
 
     @property
-    def is_multi_objective(self) -> bool:
-        return len(self.objectives) > 1
-
-    @property
     def experiment_name(self) -> str:
         return self.experiment or self.name
 

@@ -168,7 +168,8 @@ def is_stochastic(model: nn.Module) -> bool:
     )
 
 
-def _get_or_create_experiment(client: MlflowClient, name: str) -> str:
+def get_or_create_experiment(client: MlflowClient, name: str) -> str:
+    """The id of experiment ``name``, created when missing (safe when several workers race to create it)."""
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
         return experiment.experiment_id
@@ -297,7 +298,7 @@ class ComplexityTracker:
         check_tracking_server(self.tracking_uri, self.server_timeout_s)
         mlflow.set_tracking_uri(self.tracking_uri)
         self._client = MlflowClient(self.tracking_uri)
-        experiment_id = _get_or_create_experiment(self._client, self.experiment_name)
+        experiment_id = get_or_create_experiment(self._client, self.experiment_name)
         tags = {VERSION_TAG: __version__, **self.tags}
         commit = git_commit()
         if commit:

@@ -51,10 +51,9 @@ def run(args: argparse.Namespace) -> int:
         model, config = load_checkpoint(path)
         data = load_data(config)
         probe = class_balanced_probe(data.y_train, per_class=args.per_class, seed=args.probe_seed)
-        options = {"lam": args.lam} if args.estimator == "kde" else {}
         report = measure_complexity(
             model, data.x_train[probe], data.y_train[probe], layers=args.layers, estimator=args.estimator,
-            stochastic=args.stochastic, repeats=args.repeats, **options,
+            stochastic=args.stochastic, repeats=args.repeats, lam=args.lam,
         )
         if args.json:
             print(json.dumps({"checkpoint": path, "layers": report.to_records()}))

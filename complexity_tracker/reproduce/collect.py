@@ -38,11 +38,6 @@ class TrialRecord:
         """The last measured epoch's row."""
         return next(row for row in reversed(self.history) if "H/network" in row)
 
-    @property
-    def initial(self) -> dict[str, float]:
-        """The first measured epoch's row (epoch 0, the untrained network)."""
-        return next(row for row in self.history if "H/network" in row)
-
     def curve(self, key: str) -> tuple[np.ndarray, np.ndarray]:
         """(epochs, values) of ``key`` over the epochs where it was logged."""
         rows = [row for row in self.history if key in row and math.isfinite(row[key])]

@@ -47,7 +47,6 @@ class CurveShape:
     end: float
     minimum: float
     argmin_epoch: int
-    maximum: float
     half: float
 
     @property
@@ -61,13 +60,13 @@ class CurveShape:
 
 
 def curve_shape(epochs: Sequence[int], values: Sequence[float]) -> CurveShape:
-    """Start, end, minimum (and where), maximum, and the value at the middle epoch of a curve."""
+    """Start, end, minimum (and where), and the value at the middle epoch of a curve."""
     e, v = np.asarray(epochs), np.asarray(values, dtype=float)
     if len(v) < 2 or len(e) != len(v):
         raise ValueError(f"a curve needs at least 2 (epoch, value) points of equal count, got {len(e)} and {len(v)}")
     middle = int(np.argmin(np.abs(e - (e[0] + e[-1]) / 2)))
     lowest = int(np.argmin(v))
-    return CurveShape(float(v[0]), float(v[-1]), float(v[lowest]), int(e[lowest]), float(v.max()), float(v[middle]))
+    return CurveShape(float(v[0]), float(v[-1]), float(v[lowest]), int(e[lowest]), float(v[middle]))
 
 
 def falls_then_rises(epochs: Sequence[int], values: Sequence[float], tol: float = MIN_CHANGE_BITS) -> bool:

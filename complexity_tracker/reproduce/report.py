@@ -11,7 +11,7 @@ from typing import Any
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
-from ..tracking import mlflow_key
+from ..tracking import get_or_create_experiment, mlflow_key
 from . import criteria
 from .claims import ClaimResult
 
@@ -132,8 +132,7 @@ def log_report(
     """Create a FINISHED ``reproduce`` run holding the report, the figures (at the paths the report
     links), one ``verdict/<claim>`` metric per claim (1 reproduced, 0.5 partly, 0 not) and the
     numbers behind each verdict; returns its run id."""
-    found = client.get_experiment_by_name(experiment)
-    experiment_id = found.experiment_id if found is not None else client.create_experiment(experiment)
+    experiment_id = get_or_create_experiment(client, experiment)
     run = client.create_run(experiment_id, run_name=f"reproduce-{context.sizing}",
                             tags={"complexity_tracker.role": "reproduce"})
     run_id = run.info.run_id

@@ -10,14 +10,10 @@ import numpy as np
 from mlflow.tracking import MlflowClient
 
 from ..data import load_data
-from ..robustness import RobustnessConfig, TransferMatrix, minimal_l2_perturbation, transfer_matrix
+from ..robustness import MIN_NORM_ATTACKS, RobustnessConfig, TransferMatrix, minimal_l2_perturbation, transfer_matrix
 from ..robustness.evaluate import select_samples
 from ..robustness.sources import from_run
 from .collect import TrialRecord
-
-#: Minimum-norm attacks; a sample's minimal perturbation is the smaller of their successes.
-MIN_NORM_ATTACKS = ("deepfool", "fab_l2")
-
 
 @dataclass
 class LambdaRobustness:

@@ -12,6 +12,7 @@ import matplotlib.pyplot as plt
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
+from ..tracking import MAX_METRICS_PER_BATCH, get_or_create_experiment
 from .comparison import ComparisonResult, json_safe
 from .plots import plot_accuracy_vs_epsilon, plot_robustness_vs_complexity, plot_transfer_matrix
 from .tables import report
@@ -20,7 +21,6 @@ from .tables import report
 PREFIX = "robustness"
 #: Complexity values whose correlations are logged as metrics (all of them go into correlations.csv).
 LOGGED_CORRELATION_COMPLEXITY = ("H/network", "I_XSY/network")
-MAX_METRICS_PER_BATCH = 1000
 
 
 def _log_metrics(client: MlflowClient, run_id: str, values: dict[str, float]) -> None:
@@ -90,8 +90,7 @@ def log_comparison(
         if model_runs:
             experiment_id = client.get_run(model_runs[0]).info.experiment_id
         else:
-            experiment = client.get_experiment_by_name(experiment_name)
-            experiment_id = experiment.experiment_id if experiment else client.create_experiment(experiment_name)
+            experiment_id = get_or_create_experiment(client, experiment_name)
         summary_run_id = client.create_run(experiment_id, run_name="robustness-evaluation").info.run_id
     try:
         _log_metrics(client, summary_run_id, summary_metrics(result))

@@ -17,7 +17,7 @@ from mlflow.entities import RunStatus, RunTag
 from mlflow.tracking import MlflowClient
 from optuna.trial import FrozenTrial, TrialState
 
-from ..tracking import _get_or_create_experiment, resolve_tracking_uri
+from ..tracking import get_or_create_experiment, resolve_tracking_uri
 from .budget import SLOT_ATTR
 from .config import StudySettings
 
@@ -68,7 +68,7 @@ def open_parent_run(
         else:
             client.update_run(run_id, status="RUNNING")
             return run_id
-    experiment_id = _get_or_create_experiment(client, experiment_name)
+    experiment_id = get_or_create_experiment(client, experiment_name)
     run = client.create_run(
         experiment_id, run_name=study.study_name, tags={STUDY_TAG: study.study_name, ROLE_TAG: "study"}
     )

@@ -17,7 +17,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
 def test_two_machines_share_postgresql(tmp_path: Path, mlflow_server_url: str) -> None:
     with scratch_postgres_database() as storage:
-        path = write_config(tmp_path, "pg", study='sampler = "grid"', search="depth = [1, 2]\nwidth = [6, 12]")
+        # trials of a few seconds, so that the second command is up before the first one empties the queue
+        path = write_config(tmp_path, "pg", study='sampler = "grid"', search="depth = [1, 2]\nwidth = [6, 12]",
+                            run="epochs = 6")
         env = clean_env(COMPLEXITY_TRACKER_STORAGE=storage, MLFLOW_TRACKING_URI=mlflow_server_url)
         command = cli_command("study", "run", str(path), "--no-log-model", "--no-progress")
         workers = [subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,

@@ -29,11 +29,15 @@ _PRUNERS: dict[str, Callable[..., optuna.pruners.BasePruner]] = {
 
 
 def make_sampler(config: StudyConfig) -> optuna.samplers.BaseSampler:
-    """The ``[study] sampler`` with its options (the grid sampler gets the grid of ``[search]``)."""
+    """The ``[study] sampler`` with its options.
+
+    A grid study enqueues every cell with fixed parameters (:func:`.budget.enqueue_slots`), so no
+    sampler ever picks its values; Optuna's ``GridSampler`` would only get in the way (its
+    ``after_trial`` reads a ``grid_id`` that enqueued trials lack, and it stops studies on its own).
+    """
     settings = config.study
     if settings.sampler == "grid":
-        space = {p.name: list(p.grid_values()) for p in config.search}
-        return _build("sampler", "grid", optuna.samplers.GridSampler, {"search_space": space, **settings.sampler_options})
+        return _build("sampler", "grid", optuna.samplers.RandomSampler, settings.sampler_options)
     return _build("sampler", settings.sampler, _SAMPLERS[settings.sampler], settings.sampler_options)
 
 

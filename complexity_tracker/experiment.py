@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from torch import nn
@@ -11,7 +11,8 @@ from .config import RunConfig
 from .data import load_data
 from .metrics import ComplexityReport
 from .models import build_model
-from .tracking import DEFAULT_EXPERIMENT, ComplexityTracker, check_tracking_server, resolve_tracking_uri
+from .tracking import DEFAULT_EXPERIMENT, ComplexityTracker
+from .tracking_store import check_tracking_server, resolve_tracking_uri
 from .training import EpochCallback, seed_everything, train
 
 
@@ -49,6 +50,7 @@ def run_experiment(
     killed_exceptions: tuple[type[BaseException], ...] = (KeyboardInterrupt,),
     log_model: bool = True,
     progress: bool = False,
+    stop: Callable[[], bool] | None = None,
 ) -> ExperimentResult:
     """Train ``config`` with complexity tracking on, as one MLflow run.
 
@@ -56,7 +58,8 @@ def run_experiment(
     seeded by ``data_seed``, so runs that differ only in ``seed`` share it).  ``callbacks`` run
     after the tracker each epoch.  The run ends FINISHED; KILLED when the training raises one of
     ``killed_exceptions`` (e.g. Ctrl-C, ``optuna.TrialPruned``); FAILED for any other exception.
-    Exceptions are re-raised; metrics and artifacts logged until then stay in the run.
+    Exceptions are re-raised; metrics and artifacts logged until then stay in the run.  ``stop``
+    is passed to :func:`~complexity_tracker.training.train` (a requested stop ends the run KILLED).
 
     Raises:
         TrackingServerUnreachableError: the tracking server does not answer (before training).
@@ -85,7 +88,7 @@ def run_experiment(
     )
     model_uri = None
     with tracker:
-        result = train(model, data, config, callbacks=[tracker, *callbacks], progress=progress)
+        result = train(model, data, config, callbacks=[tracker, *callbacks], progress=progress, stop=stop)
         if log_model:
             model_uri = tracker.log_model(result.model)
     return ExperimentResult(

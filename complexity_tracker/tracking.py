@@ -29,7 +29,6 @@ import copy
 import csv
 import io
 import json
-import os
 import re
 import subprocess
 import tempfile
@@ -41,7 +40,6 @@ from typing import TYPE_CHECKING, Any
 
 import mlflow
 import numpy as np
-import requests
 import torch
 from mlflow.entities import Metric, Param, RunStatus
 from mlflow.tracking import MlflowClient
@@ -52,12 +50,11 @@ from .errors import ComplexityTrackerError
 from .estimators import EntropyEstimator, make_estimator
 from .metrics import METRIC_NAMES, ComplexityReport, class_balanced_probe, measure_complexity
 from .plots import plot_layer_complexity
+from .tracking_store import check_tracking_server, resolve_tracking_uri
 
 if TYPE_CHECKING:
     from .training import EpochResult
 
-#: Tracking store used when neither an argument nor ``MLFLOW_TRACKING_URI`` names one.
-DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 DEFAULT_EXPERIMENT = "complexity-tracker"
 #: Complexity values logged as metrics (``I_XS`` is added for stochastic models); the rest
 #: (``C``, ``d``, ``N``) is in the ``complexity/complexity.csv`` artifact.
@@ -71,57 +68,12 @@ GIT_COMMIT_TAG = "complexity_tracker.git_commit"
 _BAD_KEY_CHARACTERS = re.compile(r"[^A-Za-z0-9_\-. /:]")
 
 
-class TrackingServerUnreachableError(ComplexityTrackerError, ConnectionError):
-    """The MLflow tracking server named by the tracking URI does not answer."""
-
-
 class TrackerSettingError(ComplexityTrackerError, ValueError):
     """A tracker argument is out of range or inconsistent with the probe."""
 
 
 class TrackerStateError(ComplexityTrackerError, RuntimeError):
     """A tracker method was called before the run started or after it ended."""
-
-
-def resolve_tracking_uri(tracking_uri: str | None = None) -> str:
-    """The tracking URI to use: the argument, else ``MLFLOW_TRACKING_URI``, else ``sqlite:///mlflow.db``.
-
-    A relative SQLite path is made absolute (against the current directory): MLflow caches one
-    store per URI string, so a relative one would keep pointing at the first directory it was used in.
-    """
-    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
-    prefix = "sqlite:///"
-    if uri.startswith(prefix) and not uri.startswith(prefix + "/") and uri != prefix + ":memory:":
-        uri = prefix + str(Path(uri.removeprefix(prefix)).resolve())
-    return uri
-
-
-def check_tracking_server(tracking_uri: str, timeout_s: float = 5.0) -> None:
-    """Fail fast when an ``http(s)://`` tracking server does not answer within ``timeout_s``.
-
-    MLflow's own client retries for minutes before giving up; this probes the server's
-    ``/health`` endpoint once.  Other URIs (``sqlite:``, ``postgresql:``, ...) are not checked here.
-
-    Raises:
-        TrackingServerUnreachableError: no connection, a timeout, or a server error (5xx).
-    """
-    if not tracking_uri.startswith(("http://", "https://")):
-        return
-    health = tracking_uri.rstrip("/") + "/health"
-    try:
-        response = requests.get(health, timeout=timeout_s)
-    except requests.RequestException as exc:
-        reason = f"{type(exc).__name__}: {exc}"
-    else:
-        if response.status_code < 500:
-            return
-        reason = f"HTTP {response.status_code} from {health}"
-    raise TrackingServerUnreachableError(
-        f"cannot reach the MLflow tracking server at {tracking_uri} within {timeout_s:g} s ({reason}). "
-        "Start it (e.g. `mlflow server --host 127.0.0.1 --port 5000`), correct the tracking URI "
-        "(argument or MLFLOW_TRACKING_URI), or unset it to use the embedded store "
-        f"{DEFAULT_TRACKING_URI}."
-    )
 
 
 def metric_key(metric: str, layer: str) -> str:

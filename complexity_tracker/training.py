@@ -212,6 +212,7 @@ def train(
     config: RunConfig,
     callbacks: Iterable[EpochCallback] = (),
     progress: bool = True,
+    stop: Callable[[], bool] | None = None,
 ) -> TrainResult:
     """Train ``model`` on ``data.x_train`` for ``config.epochs`` epochs.
 
@@ -219,6 +220,9 @@ def train(
     plus ``config.lam`` times the complexity penalty of ``config.loss_method`` (bits, computed every
     ``config.loss_every`` steps; skipped entirely when ``lam == 0``).  With
     ``config.adversarial_training`` every batch is replaced by PGD examples of radius ``adv_eps``.
+
+    ``stop`` is asked before every step; when it answers True the training raises
+    ``KeyboardInterrupt``, as a Ctrl-C would, between two steps (a study worker's clean stop).
 
     Torch's RNG is reseeded with ``config.seed`` here (dropout, sampling, PGD starts); batch order
     comes from a generator seeded with ``config.seed``.  Seed before ``build_model`` for
@@ -263,6 +267,8 @@ def train(
             permutation = torch.randperm(n, generator=order).to(device)
             penalty_sum, penalty_count = torch.zeros((), device=device), 0
             for step in range(1, steps_per_epoch + 1):
+                if stop is not None and stop():
+                    raise KeyboardInterrupt(f"stop requested at epoch {epoch}, step {step}")
                 index = permutation[(step - 1) * batch_size : step * batch_size]
                 x, y = x_train[index], y_train[index]
                 if adversary is not None:

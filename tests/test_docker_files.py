@@ -306,11 +306,11 @@ def test_service_environment_names_are_read_by_the_code(stack: dict, name: str) 
 
 @pytest.mark.parametrize("name", ["dashboard", "worker"])
 def test_service_command_is_a_valid_cli_invocation(stack: dict, name: str) -> None:
-    from complexity_tracker.cli.main import build_parser
+    from complexity_tracker.cli.main import parse_args
 
     command = argv(stack["services"][name])
     assert command[0] == "complexity-tracker"
-    args = build_parser().parse_args(command[1:])
+    args = parse_args(command[1:])
     assert callable(args.handler)
     assert args.storage is None, "the storage URL holds the password: pass it in COMPLEXITY_TRACKER_STORAGE"
     config = Path(args.config)
@@ -321,18 +321,18 @@ def test_service_command_is_a_valid_cli_invocation(stack: dict, name: str) -> No
 
 
 def test_worker_is_one_study_process_per_container(stack: dict) -> None:
-    from complexity_tracker.cli.main import build_parser
+    from complexity_tracker.cli.main import parse_args
 
-    args = build_parser().parse_args(argv(stack["services"]["worker"])[1:])
+    args = parse_args(argv(stack["services"]["worker"])[1:])
     assert (args.command, args.study_command, args.workers) == ("study", "run", 1)
     assert args.no_progress and not args.worker
     assert args.threads == int(read_env_file(ENV_EXAMPLE)["WORKER_THREADS"])
 
 
 def test_dashboard_serves_the_compose_network_on_the_published_port(stack: dict) -> None:
-    from complexity_tracker.cli.main import build_parser
+    from complexity_tracker.cli.main import parse_args
 
-    args = build_parser().parse_args(argv(stack["services"]["dashboard"])[1:])
+    args = parse_args(argv(stack["services"]["dashboard"])[1:])
     assert (args.command, args.host, args.port) == ("dashboard", "0.0.0.0", PUBLISHED["dashboard"])
 
 

@@ -21,9 +21,9 @@ from complexity_tracker.tracking import (
     ComplexityTracker,
     TrackerSettingError,
     TrackerStateError,
-    TrackingServerUnreachableError,
     metric_key,
 )
+from complexity_tracker.tracking_store import TrackingServerUnreachableError
 from servers import free_port
 
 EPOCHS = 2

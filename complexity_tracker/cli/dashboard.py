@@ -14,11 +14,9 @@ from ..studies.storage import STORAGE_ENV, dashboard_target, existing_storage_ur
 from .ui import UIError
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "dashboard",
-        help="browse a study's trials in optuna-dashboard",
-        description="Serve optuna-dashboard on the storage of a study config (or --storage); stop it with Ctrl-C.",
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "Serve optuna-dashboard on the storage of a study config (or --storage); stop it with Ctrl-C."
     )
     parser.add_argument("config", nargs="?", help="study config whose storage to open (e.g. studies/quickstart.toml)")
     parser.add_argument("--storage", help=f"Optuna storage URL (default: ${STORAGE_ENV}, the config's storage, "

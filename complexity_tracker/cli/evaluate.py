@@ -20,21 +20,19 @@ from ..robustness.mlflow_logging import log_comparison, write_artifacts
 from ..robustness.sources import evaluation_data, from_checkpoints, from_runs, from_study
 from ..robustness.tables import report
 from ..studies.storage import redact_url
-from ..tracking import resolve_tracking_uri
+from ..tracking_store import resolve_tracking_uri
 from ..training import resolve_device
 
 DEFAULTS = RobustnessConfig()
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "evaluate",
-        help="adversarial robustness and transferability of trained models across complexity levels",
-        description="Attack trained models with torchattacks on their dataset's test split (inputs in [0, 1]): "
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "Attack trained models with torchattacks on their dataset's test split (inputs in [0, 1]): "
         "clean and robust accuracy over epsilon grids, minimal L2 perturbation (DeepFool, FAB), the transfer "
         "matrix ordered by complexity, and Spearman correlations between complexity (bits, measured on a "
         "class-balanced probe of the training split) and robustness. Prints tables; logs to MLflow when the "
-        "models come from runs or a study.",
+        "models come from runs or a study."
     )
     source = parser.add_argument_group("models (choose one source)").add_mutually_exclusive_group(required=True)
     source.add_argument("--checkpoints", nargs="+", metavar="FILE", help="files written by save_checkpoint")

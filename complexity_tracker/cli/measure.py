@@ -14,12 +14,10 @@ from ..training import load_checkpoint
 COLUMNS = ("layer", "d", "N", "H", "I_XS", "I_XSY", "C", "TC")
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "measure",
-        help="measure the complexity of saved models (checkpoint files)",
-        description="Measure H, I(X;S), I(X;S;Y), C and TC (bits) of every gating layer of each checkpoint, "
-        "on a class-balanced probe of the training split of the checkpoint's dataset.",
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "Measure H, I(X;S), I(X;S;Y), C and TC (bits) of every gating layer of each checkpoint, "
+        "on a class-balanced probe of the training split of the checkpoint's dataset."
     )
     parser.add_argument("checkpoints", nargs="+", metavar="CHECKPOINT", help="files written by save_checkpoint")
     parser.add_argument("--per-class", type=int, default=200, help="probe samples per class (default: 200)")

@@ -7,16 +7,14 @@ from pathlib import Path
 
 from ..reproduce.runner import CLAIMS, REPORT_NAME, ReproduceSettings, reproduce
 from ..reproduce.sizing import FULL, QUICK, TINY
-from ..studies.runner import cores
+from ..studies.workers import cores
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "reproduce",
-        help="reproduce the paper's claims (studies under studies/paper/) and write a verdict report",
-        description="Run (or resume) the studies of studies/paper/, judge each claim of the paper by an explicit "
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "Run (or resume) the studies of studies/paper/, judge each claim of the paper by an explicit "
         "criterion, write OUT/reproduction.md with figures under OUT/reproduction/, and log the report on a "
-        "'reproduce' MLflow run. Interrupted runs resume: run the same command again.",
+        "'reproduce' MLflow run. Interrupted runs resume: run the same command again."
     )
     sizes = parser.add_mutually_exclusive_group()
     sizes.add_argument("--quick", action="store_true",

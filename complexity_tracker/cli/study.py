@@ -1,4 +1,8 @@
-"""``complexity-tracker study run|status|report``: Optuna studies over tracked training runs."""
+"""``complexity-tracker study run|status|report``: Optuna studies over tracked training runs.
+
+Torch, MLflow and the study runner are imported inside the handlers: ``study run --workers N``
+starts its helper workers first, so that their start-up overlaps with this process's own.
+"""
 
 from __future__ import annotations
 
@@ -7,16 +11,9 @@ import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-
-import optuna
-import torch
-from mlflow.tracking import MlflowClient
+from typing import TYPE_CHECKING
 
 from ..studies.config import StudyConfig, load_study_config
-from ..studies.factory import load_existing_study
-from ..studies.mlflow_runs import PARENT_RUN_ATTR, study_tracking_uri
-from ..studies.report import format_table, summary_line, trial_rows, write_report
-from ..studies.runner import print_browse_hints, run_study, run_worker, threads_per_worker
 from ..studies.storage import (
     STORAGE_ENV,
     check_workers_supported,
@@ -24,14 +21,17 @@ from ..studies.storage import (
     existing_storage_url,
     redact_url,
     resolve_storage_url,
+    study_tracking_uri,
 )
+from ..studies.workers import EXIT_INTERRUPTED, HelperWorkers, threads_per_worker
+
+if TYPE_CHECKING:
+    import optuna
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "study",
-        help="run and inspect Optuna studies (lambda, depth, complexity ceiling, train-test gap)",
-        description="Optuna studies whose trials are tracked training runs (one MLflow child run per trial).",
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "Optuna studies whose trials are tracked training runs (one MLflow child run per trial)."
     )
     commands = parser.add_subparsers(dest="study_command", required=True, metavar="STUDY_COMMAND")
 
@@ -80,21 +80,40 @@ def run_command(args: argparse.Namespace) -> int:
     tracking_uri = study_tracking_uri(args.tracking_uri, config.study)
     log_model = not args.no_log_model
     if args.worker:
+        from ..studies.runner import run_worker
+
         return run_worker(config, storage_url=storage_url, tracking_uri=tracking_uri,
                           threads=args.threads or threads_per_worker(1), log_model=log_model)
     check_workers_supported(storage_url, workers)
-    if args.threads:
-        torch.set_num_threads(args.threads)
     print(
         f"study {config.study.name!r}: {config.study.n_trials} trials, {workers} worker(s) x "
-        f"{threads_per_worker(workers)} torch thread(s)\n  storage:  {redact_url(storage_url)}\n"
+        f"{args.threads or threads_per_worker(workers)} torch thread(s)\n  storage:  {redact_url(storage_url)}\n"
         f"  tracking: {redact_url(tracking_uri)}  (experiment {config.study.experiment_name!r})",
         flush=True,
     )
+    if workers == 1:
+        return _launch(args, config, storage_url, tracking_uri, None)
+    with HelperWorkers(args.config, workers=workers, n_trials=config.study.n_trials, storage_url=storage_url,
+                       tracking_uri=tracking_uri, log_model=log_model, threads=args.threads) as helpers:
+        return _launch(args, config, storage_url, tracking_uri, helpers)
+
+
+def _launch(args: argparse.Namespace, config: StudyConfig, storage_url: str, tracking_uri: str,
+            helpers: HelperWorkers | None) -> int:
+    """Run the study in this process (with ``helpers`` beside it) and print how it went."""
+    import optuna
+    import torch
+
+    from ..studies.report import summary_line
+    from ..studies.runner import print_browse_hints, run_study
+
+    if args.threads and helpers is None:
+        torch.set_num_threads(args.threads)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     outcome = run_study(
-        config, config_path=args.config, storage_url=storage_url, tracking_uri=tracking_uri, workers=workers,
-        progress=not args.no_progress, log_model=log_model, finalize=_finalize(config, tracking_uri),
+        config, config_path=args.config, storage_url=storage_url, tracking_uri=tracking_uri,
+        workers=1 if helpers is None else len(helpers.processes) + 1, helpers=helpers,
+        progress=not args.no_progress, log_model=not args.no_log_model, finalize=_report_writer(config, tracking_uri),
     )
     print(summary_line(outcome.study, config))
     if outcome.interrupted:
@@ -102,26 +121,32 @@ def run_command(args: argparse.Namespace) -> int:
     elif not outcome.complete:
         print("trials are still running in other workers; `study status` shows their progress")
     print_browse_hints(outcome, args.config)
-    failed_workers = [c for c in outcome.worker_exit_codes if c not in (0, 130)]
+    failed_workers = [c for c in outcome.worker_exit_codes if c not in (0, EXIT_INTERRUPTED)]
     if failed_workers:
         print(f"{len(failed_workers)} worker process(es) failed (exit codes {failed_workers}); see their output above",
               file=sys.stderr)
         return 1
-    return 130 if outcome.interrupted else 0
+    return EXIT_INTERRUPTED if outcome.interrupted else 0
 
 
-def _finalize(config: StudyConfig, tracking_uri: str) -> Callable[[optuna.Study, str], None]:
-    """Write the study report onto the parent run (called once the last trial has finished)."""
+def _report_writer(config: StudyConfig, tracking_uri: str) -> Callable[[optuna.Study, str], None]:
+    """Writes the study report onto the parent run (called once the last trial has finished)."""
 
-    def finalize(study: optuna.Study, parent_run_id: str) -> None:
-        client = MlflowClient(tracking_uri)
+    def write(study: optuna.Study, parent_run_id: str) -> None:
+        from mlflow.tracking import MlflowClient
+
+        from ..studies.report import write_report
+
         with tempfile.TemporaryDirectory() as folder:
-            write_report(study, config, folder, client=client, parent_run_id=parent_run_id)
+            write_report(study, config, folder, client=MlflowClient(tracking_uri), parent_run_id=parent_run_id)
 
-    return finalize
+    return write
 
 
 def status_command(args: argparse.Namespace) -> int:
+    from ..studies.factory import load_existing_study
+    from ..studies.report import format_table, summary_line, trial_rows
+
     config = load_study_config(args.config)
     study = load_existing_study(config, create_storage(existing_storage_url(args.storage, config.study), config.study))
     print(summary_line(study, config))
@@ -130,6 +155,12 @@ def status_command(args: argparse.Namespace) -> int:
 
 
 def report_command(args: argparse.Namespace) -> int:
+    from mlflow.tracking import MlflowClient
+
+    from ..studies.factory import load_existing_study
+    from ..studies.mlflow_runs import PARENT_RUN_ATTR
+    from ..studies.report import summary_line, write_report
+
     config = load_study_config(args.config)
     study = load_existing_study(config, create_storage(existing_storage_url(args.storage, config.study), config.study))
     out = Path(args.out or Path("reports") / config.study.name)

@@ -11,7 +11,8 @@ from mlflow.tracking import MlflowClient
 
 from ..config import DATASETS, ESTIMATOR_NAMES, LOSS_METHODS, MODELS, ConfigError, RunConfig
 from ..experiment import run_experiment
-from ..tracking import DEFAULT_EXPERIMENT, resolve_tracking_uri
+from ..tracking import DEFAULT_EXPERIMENT
+from ..tracking_store import resolve_tracking_uri
 
 #: Options with their own flag; every other RunConfig field is reachable through ``--set``.
 FLAGS: dict[str, dict[str, Any]] = {
@@ -33,12 +34,10 @@ FLAGS: dict[str, dict[str, Any]] = {
 }
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def configure(parser: argparse.ArgumentParser) -> None:
     defaults = RunConfig()
-    parser = subparsers.add_parser(
-        "train",
-        help="train one model with per-layer complexity tracked in MLflow",
-        description="Train one configured model; complexity and losses go to MLflow every epoch.",
+    parser.description = (
+        "Train one configured model; complexity and losses go to MLflow every epoch."
     )
     for name, options in FLAGS.items():
         options = dict(options)

@@ -8,18 +8,16 @@ import sys
 from pathlib import Path
 
 from ..errors import ComplexityTrackerError
-from ..tracking import DEFAULT_TRACKING_URI, resolve_tracking_uri
+from ..tracking_store import DEFAULT_TRACKING_URI, resolve_tracking_uri
 
 
 class UIError(ComplexityTrackerError, ValueError):
     """The UI cannot be started with the given store."""
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "ui",
-        help="browse tracked runs in the MLflow UI",
-        description="Serve the MLflow UI (mlflow server) on a tracking store; stop it with Ctrl-C.",
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "Serve the MLflow UI (mlflow server) on a tracking store; stop it with Ctrl-C."
     )
     parser.add_argument(
         "--backend-store-uri",

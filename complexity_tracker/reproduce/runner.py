@@ -13,7 +13,7 @@ from mlflow.tracking import MlflowClient
 from ..errors import ComplexityTrackerError
 from ..studies import run_study
 from ..studies.budget import finished
-from ..studies.mlflow_runs import study_tracking_uri
+from ..studies.storage import study_tracking_uri
 from ..studies.storage import redact_url
 from ..tracking import git_commit
 from . import claims

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 import warnings
 from collections.abc import Callable, Mapping
@@ -12,6 +13,8 @@ from optuna.storages import BaseStorage
 
 from .budget import enqueue_slots, n_slots
 from .config import StudyConfig, StudyConfigError
+
+_POLL_S = 0.2
 
 _SAMPLERS: dict[str, Callable[..., optuna.samplers.BaseSampler]] = {
     "tpe": optuna.samplers.TPESampler,
@@ -82,16 +85,7 @@ def open_study(
         )
     except optuna.exceptions.DuplicatedStudyError:
         study = optuna.load_study(study_name=settings.name, storage=storage, sampler=sampler, pruner=pruner)
-        _check_same_directions(study, config)
-        stored = _wait_for_slots(study, wait_s)
-        if settings.n_trials < stored:
-            raise StudyConfigError(
-                f"study {settings.name!r} already has n_trials={stored}; n_trials can only grow "
-                f"(asked for {settings.n_trials}); use another [study] name for a smaller study"
-            ) from None
-        if settings.n_trials > stored:
-            enqueue_slots(study, config, start=stored)
-        return study, False
+        return _join(study, config, wait_s), False
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         study.set_metric_names(list(settings.objectives))
@@ -99,6 +93,31 @@ def open_study(
         prepare(study)
     enqueue_slots(study, config)
     return study, True
+
+
+def join_study(
+    config: StudyConfig, storage: BaseStorage, wait_s: float = 120.0, stop: Callable[[], bool] = lambda: False
+) -> optuna.Study | None:
+    """Load the study another process is creating (a launcher's helper worker): wait up to
+    ``wait_s`` seconds until it exists with its slots.  Returns None when ``stop()`` turns true
+    while waiting."""
+    deadline = time.monotonic() + wait_s
+    study = None
+    while not stop():
+        if study is None:
+            with contextlib.suppress(KeyError):
+                study = optuna.load_study(
+                    study_name=config.study.name, storage=storage,
+                    sampler=make_sampler(config), pruner=make_pruner(config),
+                )
+        if study is not None and n_slots(study) is not None:
+            return _join(study, config, wait_s=0.0)
+        if time.monotonic() > deadline:
+            raise StudyConfigError(
+                f"study {config.study.name!r} did not appear with its trial budget within {wait_s:.0f} s"
+            )
+        time.sleep(_POLL_S)
+    return None
 
 
 def load_existing_study(config: StudyConfig, storage: BaseStorage) -> optuna.Study:
@@ -121,6 +140,22 @@ def _check_same_directions(study: optuna.Study, config: StudyConfig) -> None:
         )
 
 
+def _join(study: optuna.Study, config: StudyConfig, wait_s: float) -> optuna.Study:
+    """Check an existing study against the config once its slots are there; enqueue extra slots
+    when the config asks for more trials."""
+    settings = config.study
+    _check_same_directions(study, config)
+    stored = _wait_for_slots(study, wait_s)
+    if settings.n_trials < stored:
+        raise StudyConfigError(
+            f"study {settings.name!r} already has n_trials={stored}; n_trials can only grow "
+            f"(asked for {settings.n_trials}); use another [study] name for a smaller study"
+        )
+    if settings.n_trials > stored:
+        enqueue_slots(study, config, start=stored)
+    return study
+
+
 def _wait_for_slots(study: optuna.Study, wait_s: float) -> int:
     deadline = time.monotonic() + wait_s
     while (stored := n_slots(study)) is None:
@@ -129,5 +164,5 @@ def _wait_for_slots(study: optuna.Study, wait_s: float) -> int:
                 f"study {study.study_name!r} has no trial budget after {wait_s:.0f} s: it was not created by "
                 "complexity-tracker, or its creator died while enqueuing; use a new [study] name"
             )
-        time.sleep(0.5)
+        time.sleep(_POLL_S)
     return stored

@@ -7,7 +7,6 @@ parent with ``mlflow.parentRunId``); this module only finds, tags and ends runs.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -17,9 +16,8 @@ from mlflow.entities import RunStatus, RunTag
 from mlflow.tracking import MlflowClient
 from optuna.trial import FrozenTrial, TrialState
 
-from ..tracking import get_or_create_experiment, resolve_tracking_uri
+from ..tracking import get_or_create_experiment
 from .budget import SLOT_ATTR
-from .config import StudySettings
 
 #: Study user attribute holding the parent run's id (how a resumed study finds its run again).
 PARENT_RUN_ATTR = "mlflow_parent_run_id"
@@ -31,12 +29,6 @@ ROLE_TAG = "optuna.role"
 
 #: MLflow status of a trial's run for each final Optuna state (an interrupted FAIL is KILLED).
 RUN_STATUS = {TrialState.COMPLETE: "FINISHED", TrialState.FAIL: "FAILED", TrialState.PRUNED: "KILLED"}
-
-
-def study_tracking_uri(explicit: str | None, settings: StudySettings) -> str:
-    """The tracking URI: ``--tracking-uri``, else ``$MLFLOW_TRACKING_URI``, else ``[study] tracking_uri``,
-    else ``sqlite:///mlflow.db``."""
-    return resolve_tracking_uri(explicit or os.environ.get("MLFLOW_TRACKING_URI") or settings.tracking_uri)
 
 
 def trial_tags(study_name: str, trial: optuna.Trial) -> dict[str, str]:

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import socket
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, ContextManager
+from typing import Any
 
 import mlflow
 import optuna
@@ -99,8 +98,8 @@ class StudyObjective:
         config: the study config.
         tracking_uri: MLflow tracking URI shared by all workers.
         parent_run_id: the study's parent run.
-        interruptible: context manager factory entered around the training, inside which Ctrl-C
-            raises ``KeyboardInterrupt`` (outside, the worker stops between trials).
+        stop: asked before every training step; True stops the trial (its run ends KILLED and
+            ``KeyboardInterrupt`` is raised) so that the worker can queue it again and exit.
         log_model: log each trial's model as an MLflow artifact.
     """
 
@@ -110,13 +109,13 @@ class StudyObjective:
         *,
         tracking_uri: str,
         parent_run_id: str | None,
-        interruptible: Callable[[], ContextManager[None]] = contextlib.nullcontext,
+        stop: Callable[[], bool] | None = None,
         log_model: bool = True,
     ) -> None:
         self.config = config
         self.tracking_uri = tracking_uri
         self.parent_run_id = parent_run_id
-        self.interruptible = interruptible
+        self.stop = stop
         self.log_model = log_model
         self.client = MlflowClient(tracking_uri)
         settings = config.study
@@ -138,18 +137,18 @@ class StudyObjective:
         if self.prune_metric is not None:
             callbacks.append(EpochPruning(trial, self.prune_metric))
         try:
-            with self.interruptible():
-                result = run_experiment(
-                    run_config,
-                    tracking_uri=self.tracking_uri,
-                    experiment_name=self.config.study.experiment_name,
-                    run_name=f"{trial.study.study_name}-trial-{trial.number}",
-                    parent_run_id=self.parent_run_id,
-                    tags=trial_tags(trial.study.study_name, trial),
-                    callbacks=callbacks,
-                    killed_exceptions=(KeyboardInterrupt, optuna.TrialPruned),
-                    log_model=self.log_model,
-                )
+            result = run_experiment(
+                run_config,
+                tracking_uri=self.tracking_uri,
+                experiment_name=self.config.study.experiment_name,
+                run_name=f"{trial.study.study_name}-trial-{trial.number}",
+                parent_run_id=self.parent_run_id,
+                tags=trial_tags(trial.study.study_name, trial),
+                callbacks=callbacks,
+                killed_exceptions=(KeyboardInterrupt, optuna.TrialPruned),
+                log_model=self.log_model,
+                stop=self.stop,
+            )
         except KeyboardInterrupt:
             trial.set_user_attr(INTERRUPTED_ATTR, True)
             raise

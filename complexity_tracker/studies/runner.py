@@ -1,9 +1,10 @@
 """Run a study: the worker loop, and the launcher behind ``complexity-tracker study run``.
 
 A *worker* takes WAITING trials (the study's slots, see :mod:`.budget`) until none is left.  The
-launcher opens the study and its MLflow parent run, then either works itself (one worker) or
-starts ``--workers N`` independent worker processes (the same CLI with ``--worker``) that share the
-storage and the tracking URI; the same command may run on other machines at the same time.
+launcher starts ``--workers N`` minus one helper processes (the same CLI with ``--worker``, see
+:mod:`.workers`), opens the study and its MLflow parent run, and works itself as the N-th worker;
+the helpers join once the study is there and share its storage and tracking URI.  The same
+command may run on other machines at the same time.
 When the last slot is finished, the launcher that sees it writes the study report onto the
 parent run and ends it FINISHED.
 
@@ -16,9 +17,7 @@ resume.
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
-import subprocess
 import sys
 import time
 import warnings
@@ -32,35 +31,34 @@ import torch
 from mlflow.tracking import MlflowClient
 from tqdm.auto import tqdm
 
-from ..tracking import check_tracking_server
+from ..tracking_store import check_tracking_server
 from ..training import TrainingDivergedError
 from .budget import finished, remaining, requeue, retry_history
 from .config import StudyConfig
-from .factory import open_study
+from .factory import join_study, open_study
 from .mlflow_runs import (
     INTERRUPTED_ATTR,
     PARENT_RUN_ATTR,
     end_parent_run,
     mirror_trial,
     open_parent_run,
-    study_tracking_uri,
 )
 from .objective import StudyObjective, worker_name
-from .storage import STORAGE_ENV, check_workers_supported, create_storage, redact_url, storage_kind
-
-#: Exit code of a worker stopped by Ctrl-C/SIGTERM (as a shell reports SIGINT).
-EXIT_INTERRUPTED = 130
-
+from .storage import check_workers_supported, create_storage, redact_url, storage_kind, study_tracking_uri
+from .workers import EXIT_INTERRUPTED, HelperWorkers
 
 class InterruptGuard:
-    """SIGINT/SIGTERM handler: raise ``KeyboardInterrupt`` only inside :meth:`interruptible` blocks.
+    """SIGINT/SIGTERM handler that asks the worker to stop cleanly.
 
-    Elsewhere a signal only sets :attr:`requested`, and the worker stops before its next trial.
+    The first signal sets :attr:`requested`: the trial being trained stops before its next step
+    (see :meth:`stop_requested`), and the worker stops before asking for another trial, so no
+    storage or MLflow write is cut in half.  A second signal raises ``KeyboardInterrupt`` at once.
+    ``forward`` is called on every signal (the launcher passes it on to its helper workers).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, forward: Callable[[], None] = lambda: None) -> None:
         self.requested = False
-        self._inside = False
+        self._forward = forward
         self._previous: dict[int, object] = {}
 
     def __enter__(self) -> InterruptGuard:
@@ -73,30 +71,14 @@ class InterruptGuard:
             signal.signal(signum, handler)
 
     def _handle(self, signum: int, frame: object) -> None:
-        self.requested = True
-        if self._inside:
-            self._inside = False
-            raise KeyboardInterrupt
-
-    @contextlib.contextmanager
-    def interruptible(self) -> Iterator[None]:
+        self._forward()
         if self.requested:
             raise KeyboardInterrupt
-        self._inside = True
-        try:
-            yield
-        finally:
-            self._inside = False
+        self.requested = True
 
-
-def cores() -> int:
-    """CPU cores this process may use."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
-def threads_per_worker(workers: int) -> int:
-    """Torch threads per worker so that ``workers`` processes do not oversubscribe the cores."""
-    return max(1, cores() // workers)
+    def stop_requested(self) -> bool:
+        """Whether a signal asked the worker to stop (the ``stop`` of a study objective)."""
+        return self.requested
 
 
 def work(
@@ -173,47 +155,60 @@ def run_study(
     storage_url: str,
     tracking_uri: str | None = None,
     workers: int = 1,
+    helpers: HelperWorkers | None = None,
     progress: bool = True,
     log_model: bool = True,
     finalize: Callable[[optuna.Study, str], None] | None = None,
 ) -> StudyOutcome:
-    """Open (or resume) the study and its parent run, run it with ``workers`` processes, and end
-    the parent run: FINISHED after ``finalize(study, parent_run_id)`` when every slot is finished,
-    KILLED when interrupted, RUNNING when workers elsewhere still have trials.
+    """Open (or resume) the study and its parent run, run it with ``workers`` processes (this one
+    and ``workers - 1`` helpers), and end the parent run: FINISHED after
+    ``finalize(study, parent_run_id)`` when every slot is finished, KILLED when interrupted,
+    RUNNING when workers elsewhere still have trials.
 
-    ``workers > 1`` needs ``config_path`` (the worker processes read the same file).
+    ``helpers`` are helper processes the caller started already (the CLI starts them before its
+    own imports); without them, ``workers > 1`` starts them here and needs ``config_path`` (the
+    helpers read the same file).  This process then trains with as many torch threads as each
+    helper.
     """
     check_workers_supported(storage_url, workers)
     tracking_uri = study_tracking_uri(tracking_uri, config.study)
-    check_tracking_server(tracking_uri)
-    client = MlflowClient(tracking_uri)
-    config_text = Path(config_path).read_text() if config_path else None
-
-    def parent_run(study: optuna.Study) -> str:
-        return open_parent_run(
-            client, study, config.study.experiment_name, _study_params(config, storage_url), config_text
+    if workers > 1 and helpers is None:
+        if config_path is None:
+            raise ValueError("run_study(workers > 1) needs config_path for the helper worker processes")
+        started: contextlib.AbstractContextManager[HelperWorkers | None] = HelperWorkers(
+            config_path, workers=workers, n_trials=config.study.n_trials, storage_url=storage_url,
+            tracking_uri=tracking_uri, log_model=log_model,
         )
+    else:
+        started = contextlib.nullcontext(helpers)
+    with started as helpers:
+        check_tracking_server(tracking_uri)
+        client = MlflowClient(tracking_uri)
+        config_text = Path(config_path).read_text() if config_path else None
 
-    # the creator makes the parent run before the slots appear, so joining workers find it
-    study, _ = open_study(config, create_storage(storage_url, config.study), prepare=parent_run)
-    parent_run_id = parent_run(study)
-    codes: list[int] = []
-    with InterruptGuard() as guard, _progress_bar(study, config, progress) as update:
-        if workers == 1:
+        def parent_run(study: optuna.Study) -> str:
+            return open_parent_run(
+                client, study, config.study.experiment_name, _study_params(config, storage_url), config_text
+            )
+
+        # the creator makes the parent run before the slots appear, so joining workers find it
+        study, _ = open_study(config, create_storage(storage_url, config.study), prepare=parent_run)
+        parent_run_id = parent_run(study)
+        if helpers is not None:
+            torch.set_num_threads(helpers.threads)
+        forward = helpers.interrupt if helpers is not None else lambda: None
+        with InterruptGuard(forward) as guard, _progress_bar(study, config, progress) as update:
             objective = StudyObjective(
                 config, tracking_uri=tracking_uri, parent_run_id=parent_run_id,
-                interruptible=guard.interruptible, log_model=log_model,
+                stop=guard.stop_requested, log_model=log_model,
             )
             try:
                 work(study, objective, guard, heartbeat=storage_kind(storage_url) != "journal", after_trial=update)
             except KeyboardInterrupt:
                 guard.requested = True
-        else:
-            if config_path is None:
-                raise ValueError("run_study(workers > 1) needs config_path for the worker processes")
-            codes = _run_worker_processes(
-                config_path, config, workers, storage_url, tracking_uri, guard, update, log_model
-            )
+            codes = _wait_for_helpers(helpers, update) if helpers is not None else []
+    if any(code == EXIT_INTERRUPTED for code in codes):
+        guard.requested = True
     complete = remaining(study) == (0, 0)
     if complete:
         if finalize is not None:
@@ -224,73 +219,35 @@ def run_study(
     return StudyOutcome(study, parent_run_id, storage_url, tracking_uri, complete, guard.requested, codes)
 
 
+def _wait_for_helpers(helpers: HelperWorkers, update: Callable[[], None], poll_s: float = 0.2) -> list[int]:
+    """Refresh the progress bar until the helpers exit; their exit codes."""
+    while helpers.running():
+        update()
+        time.sleep(poll_s)
+    update()
+    return helpers.exit_codes()
+
+
 def run_worker(config: StudyConfig, *, storage_url: str, tracking_uri: str | None, threads: int,
                log_model: bool = True) -> int:
-    """Body of a ``study run --worker`` process: load the study and work; returns the exit code."""
+    """Body of a ``study run --worker`` helper process: join the study the launcher is creating and
+    work; returns the exit code."""
     torch.set_num_threads(threads)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     tracking_uri = study_tracking_uri(tracking_uri, config.study)
-    study, _ = open_study(config, create_storage(storage_url, config.study))
     with InterruptGuard() as guard:
+        study = join_study(config, create_storage(storage_url, config.study), stop=lambda: guard.requested)
+        if study is None:
+            return EXIT_INTERRUPTED
         objective = StudyObjective(
             config, tracking_uri=tracking_uri, parent_run_id=study.user_attrs.get(PARENT_RUN_ATTR),
-            interruptible=guard.interruptible, log_model=log_model,
+            stop=guard.stop_requested, log_model=log_model,
         )
         try:
             work(study, objective, guard, heartbeat=storage_kind(storage_url) != "journal")
         except KeyboardInterrupt:
             return EXIT_INTERRUPTED
     return EXIT_INTERRUPTED if guard.requested else 0
-
-
-def worker_command(config_path: str | Path, threads: int, n_trials: int, log_model: bool) -> list[str]:
-    """Command line of one worker process (storage and tracking URI travel in the environment)."""
-    command = [
-        sys.executable, "-m", "complexity_tracker.cli.main", "study", "run", str(config_path),
-        "--worker", "--threads", str(threads), "--n-trials", str(n_trials),
-    ]
-    return command + ([] if log_model else ["--no-log-model"])
-
-
-def _run_worker_processes(
-    config_path: str | Path,
-    config: StudyConfig,
-    workers: int,
-    storage_url: str,
-    tracking_uri: str,
-    guard: InterruptGuard,
-    update: Callable[[], None],
-    log_model: bool,
-) -> list[int]:
-    threads = threads_per_worker(workers)
-    env = {
-        **os.environ,
-        STORAGE_ENV: storage_url,
-        "MLFLOW_TRACKING_URI": tracking_uri,
-        "OMP_NUM_THREADS": str(threads),
-        "MKL_NUM_THREADS": str(threads),
-    }
-    command = worker_command(config_path, threads, config.study.n_trials, log_model)
-    processes = [subprocess.Popen(command, env=env, start_new_session=True) for _ in range(workers)]
-    forwarded = False
-    try:
-        while any(p.poll() is None for p in processes):
-            if guard.requested and not forwarded:
-                for process in processes:
-                    if process.poll() is None:
-                        process.send_signal(signal.SIGINT)
-                forwarded = True
-            update()
-            time.sleep(2.0)
-    finally:
-        for process in processes:
-            if process.poll() is None:
-                process.send_signal(signal.SIGINT)
-        codes = [process.wait() for process in processes]
-    update()
-    if any(code == EXIT_INTERRUPTED for code in codes):
-        guard.requested = True
-    return codes
 
 
 @contextlib.contextmanager
@@ -323,8 +280,8 @@ def _study_params(config: StudyConfig, storage_url: str) -> dict[str, str]:
     }
 
 
-def print_browse_hints(outcome: StudyOutcome, config_path: str, out: TextIO = sys.stdout) -> None:
-    """How to look at the study: status table, MLflow UI, optuna-dashboard."""
+def print_browse_hints(outcome: StudyOutcome, config_path: str, out: TextIO | None = None) -> None:
+    """How to look at the study (on ``out``, default stdout): status table, MLflow UI, optuna-dashboard."""
     storage = f" --storage {redact_url(outcome.storage_url)}" if outcome.storage_url else ""
     ui = (
         f"complexity-tracker ui --backend-store-uri {outcome.tracking_uri}"
@@ -336,5 +293,5 @@ def print_browse_hints(outcome: StudyOutcome, config_path: str, out: TextIO = sy
         f"  plots + tables:   complexity-tracker study report {config_path}{storage}\n"
         f"  MLflow runs:      {ui}   (parent run {outcome.parent_run_id})\n"
         f"  Optuna dashboard: complexity-tracker dashboard {config_path}{storage}",
-        file=out,
+        file=out or sys.stdout,
     )

@@ -24,6 +24,7 @@ import optuna
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.storages.journal import JournalFileBackend
 
+from ..tracking_store import resolve_tracking_uri
 from .config import StudyConfigError, StudySettings
 
 STORAGE_ENV = "COMPLEXITY_TRACKER_STORAGE"
@@ -39,6 +40,12 @@ def resolve_storage_url(explicit: str | None, settings: StudySettings, workers: 
     if url:
         return url
     return DEFAULT_SQLITE_URL if workers == 1 else DEFAULT_JOURNAL_URL
+
+
+def study_tracking_uri(explicit: str | None, settings: StudySettings) -> str:
+    """The tracking URI: ``--tracking-uri``, else ``$MLFLOW_TRACKING_URI``, else ``[study] tracking_uri``,
+    else ``sqlite:///mlflow.db``."""
+    return resolve_tracking_uri(explicit or os.environ.get("MLFLOW_TRACKING_URI") or settings.tracking_uri)
 
 
 def storage_kind(url: str) -> str:

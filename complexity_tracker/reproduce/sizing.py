@@ -104,7 +104,7 @@ def sized_study(stem: str, sizing: Sizing, state_dir: Path, studies_dir: Path = 
     sized_path = state_dir / "studies" / f"{stem}-{sizing.name}.toml"
     sized_path.parent.mkdir(parents=True, exist_ok=True)
     sized_path.write_text(f"# {path.name} shrunk to the {sizing.name!r} sizing\n{dump_toml(document)}")
-    return parse_study_config(document, source=str(sized_path)), sized_path
+    return parse_study_config(document), sized_path
 
 
 def dump_toml(document: Mapping[str, Mapping[str, Any]]) -> str:

@@ -88,15 +88,20 @@ def remaining(study: optuna.Study) -> tuple[int, int]:
 def finished(study: optuna.Study) -> list[FrozenTrial]:
     """The finished slot trials whose slot was not queued again (one per finished slot)."""
     trials = counted(study.get_trials(deepcopy=False))
-    retried = {n for t in trials for n in retry_history(t)}
+    retried = retried_numbers(trials)
     return [t for t in trials if t.state.is_finished() and t.number not in retried]
 
 
-def requeue(study: optuna.Study, trial: FrozenTrial, max_retry: int) -> None:
-    """Queue a failed trial's slot again (same parameters), unless it was retried ``max_retry`` times."""
+def requeue(study: optuna.Study, trial: FrozenTrial) -> None:
+    """Queue a failed trial's slot again, with the same parameters (a new WAITING trial)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        RetryHeartbeatStaleTrialCallback(max_retry=max_retry)(study, trial)
+        RetryHeartbeatStaleTrialCallback(max_retry=None)(study, trial)
+
+
+def retried_numbers(trials: Sequence[FrozenTrial]) -> set[int]:
+    """Numbers of the trials that a later trial retries (their slot was queued again)."""
+    return {n for t in trials for n in retry_history(t)}
 
 
 def retry_history(trial: FrozenTrial) -> list[int]:

@@ -132,7 +132,6 @@ class StudyConfig:
     study: StudySettings
     run: Mapping[str, Any]
     search: tuple[SearchParam, ...]
-    source: str = "<dict>"
 
     def base_run_config(self) -> RunConfig:
         return RunConfig.from_dict(dict(self.run))
@@ -184,12 +183,12 @@ def load_study_config(path: str | Path) -> StudyConfig:
     except tomllib.TOMLDecodeError as exc:
         raise StudyConfigError(f"{path}: not valid TOML: {exc}") from exc
     try:
-        return parse_study_config(document, source=str(path))
+        return parse_study_config(document)
     except StudyConfigError as exc:
         raise StudyConfigError(f"{path}: {exc}") from exc
 
 
-def parse_study_config(document: Mapping[str, Any], source: str = "<dict>") -> StudyConfig:
+def parse_study_config(document: Mapping[str, Any]) -> StudyConfig:
     """Validate a parsed document (the tables ``study``, ``run``, ``search``)."""
     unknown = sorted(set(document) - {"study", "run", "search"})
     if unknown:
@@ -210,7 +209,7 @@ def parse_study_config(document: Mapping[str, Any], source: str = "<dict>") -> S
     study = _parse_study(_table(document, "study"), search)
     if study.pruner != "none" and base.epochs < 2:
         raise StudyConfigError("[study] pruner needs [run] epochs >= 2 (it compares trials epoch by epoch)")
-    return StudyConfig(study=study, run=dict(run), search=search, source=source)
+    return StudyConfig(study=study, run=dict(run), search=search)
 
 
 def _table(document: Mapping[str, Any], name: str) -> dict[str, Any]:

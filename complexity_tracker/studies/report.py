@@ -24,7 +24,7 @@ from mlflow.tracking import MlflowClient
 from optuna.trial import FrozenTrial, TrialState
 
 from .. import plots
-from .budget import SURPLUS_ATTR, retry_history
+from .budget import SURPLUS_ATTR, retried_numbers
 from .config import LAM_IS_ZERO, LOG10_LAM, StudyConfig
 from .mlflow_runs import INTERRUPTED_ATTR, RUN_ID_ATTR
 
@@ -72,7 +72,7 @@ def param_names(config: StudyConfig) -> list[str]:
 def trial_rows(study: optuna.Study, config: StudyConfig, per_layer: bool = False) -> list[dict[str, Any]]:
     """One row per trial: number, state, parameters, objective values, complexity (bits), run id."""
     trials = study_trials(study)
-    retried = {n for t in trials for n in retry_history(t)}
+    retried = retried_numbers(trials)
     rows = []
     for trial in trials:
         row: dict[str, Any] = {"trial": trial.number, "state": state_label(trial, retried)}

@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 
 from ..tracking_store import check_tracking_server
 from ..training import TrainingDivergedError
-from .budget import finished, remaining, requeue, retry_history
+from .budget import finished, remaining, requeue, retried_numbers
 from .config import StudyConfig
 from .factory import join_study, open_study
 from .mlflow_runs import (
@@ -123,7 +123,7 @@ def work(
 def _requeue_interrupted(study: optuna.Study, objective: StudyObjective) -> None:
     """Queue again the slot of the trial this worker was training when interrupted."""
     trials = study.get_trials(deepcopy=False)
-    retried = {n for t in trials for n in retry_history(t)}
+    retried = retried_numbers(trials)
     for trial in trials:
         if (
             trial.state == optuna.trial.TrialState.FAIL
@@ -131,7 +131,7 @@ def _requeue_interrupted(study: optuna.Study, objective: StudyObjective) -> None
             and trial.user_attrs.get("worker") == worker_name()
             and trial.number not in retried
         ):
-            requeue(study, trial, max_retry=None)
+            requeue(study, trial)
             mirror_trial(objective.client, trial, objective.config.study.objectives)
 
 

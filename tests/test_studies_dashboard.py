@@ -43,7 +43,9 @@ def test_dashboard_binds_loopback_and_refuses_bad_input(
     monkeypatch.delenv("COMPLEXITY_TRACKER_STORAGE", raising=False)
     command = dashboard_command("journal:x.journal", "127.0.0.1", 8080)
     assert command[1:] == ["x.journal", "--storage-class", "JournalFileStorage", "--host", "127.0.0.1", "--port", "8080"]
-    assert main(["dashboard", "--storage", "sqlite:///x.db", "--port", "0"]) == 2
-    assert "--port must be between 1 and 65535" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["dashboard", "--storage", "sqlite:///x.db", "--port", "0"])
+    assert exit_info.value.code == 2
+    assert "argument --port: must be between 1 and 65535, got 0" in capsys.readouterr().err
     assert main(["dashboard"]) == 2
     assert "give a study config" in capsys.readouterr().err

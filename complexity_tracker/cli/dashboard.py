@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ..studies.config import load_study_config
 from ..studies.storage import STORAGE_ENV, dashboard_target, existing_storage_url, redact_url, storage_kind
-from .ui import UIError
+from .ui import UIError, port_number
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -22,7 +22,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--storage", help=f"Optuna storage URL (default: ${STORAGE_ENV}, the config's storage, "
                         "else the default SQLite/journal file found here)")
     parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default: 127.0.0.1, this machine only)")
-    parser.add_argument("--port", type=int, default=8080, help="port (default: 8080)")
+    parser.add_argument("--port", type=port_number, default=8080, help="port (default: 8080)")
     parser.set_defaults(handler=run)
 
 
@@ -38,8 +38,6 @@ def dashboard_command(storage_url: str, host: str, port: int) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    if not 0 < args.port < 65536:
-        raise UIError(f"--port must be between 1 and 65535, got {args.port}")
     if args.config is not None:
         storage_url = existing_storage_url(args.storage, load_study_config(args.config).study)
     else:

@@ -26,8 +26,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "in the working directory)",
     )
     parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default: 127.0.0.1, this machine only)")
-    parser.add_argument("--port", type=int, default=5000, help="port (default: 5000)")
+    parser.add_argument("--port", type=port_number, default=5000, help="port (default: 5000)")
     parser.set_defaults(handler=run)
+
+
+def port_number(text: str) -> int:
+    """``type`` of a ``--port`` argument: an integer from 1 to 65535."""
+    port = int(text)
+    if not 0 < port < 65536:
+        raise argparse.ArgumentTypeError(f"must be between 1 and 65535, got {port}")
+    return port
 
 
 def mlflow_ui_command(backend_store_uri: str, host: str, port: int) -> list[str]:
@@ -51,7 +59,5 @@ def run(args: argparse.Namespace) -> int:
             f"no tracking store at {store} (looked in {Path.cwd()}); train first "
             "(`complexity-tracker train`) or pass --backend-store-uri"
         )
-    if not 0 < args.port < 65536:
-        raise UIError(f"--port must be between 1 and 65535, got {args.port}")
     print(f"MLflow UI for {store} at http://{args.host}:{args.port} (Ctrl-C stops it)", flush=True)
     return subprocess.call(mlflow_ui_command(store, args.host, args.port))

@@ -36,10 +36,11 @@ JOURNAL_PREFIX = "journal:"
 def resolve_storage_url(explicit: str | None, settings: StudySettings, workers: int) -> str:
     """The storage URL: ``--storage``, else ``$COMPLEXITY_TRACKER_STORAGE``, else ``[study] storage``,
     else SQLite for one worker and the journal file for several."""
-    url = explicit or os.environ.get(STORAGE_ENV) or settings.storage
-    if url:
-        return url
-    return DEFAULT_SQLITE_URL if workers == 1 else DEFAULT_JOURNAL_URL
+    return _chosen_storage_url(explicit, settings) or (DEFAULT_SQLITE_URL if workers == 1 else DEFAULT_JOURNAL_URL)
+
+
+def _chosen_storage_url(explicit: str | None, settings: StudySettings) -> str | None:
+    return explicit or os.environ.get(STORAGE_ENV) or settings.storage
 
 
 def study_tracking_uri(explicit: str | None, settings: StudySettings) -> str:
@@ -94,7 +95,9 @@ def create_storage(url: str, settings: StudySettings, attempts: int = 5) -> Base
         return JournalStorage(JournalFileBackend(str(path)))
     engine_kwargs: dict = {"pool_pre_ping": True}
     if kind == "sqlite":
-        _sqlite_parent(url).mkdir(parents=True, exist_ok=True)
+        database = _sqlite_file(url)
+        if database is not None:
+            database.parent.mkdir(parents=True, exist_ok=True)
         engine_kwargs = {"connect_args": {"timeout": 60}}
     for attempt in range(attempts):
         try:
@@ -128,23 +131,24 @@ def redact_url(url: str) -> str:
     return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
 
 
-def _sqlite_parent(url: str) -> Path:
+def _sqlite_file(url: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URL (None in memory)."""
     path = url.split(":///", 1)[1] if ":///" in url else ""
-    return Path(path).parent if path and path != ":memory:" else Path(".")
+    return Path(path) if path and path != ":memory:" else None
 
 
 def existing_storage_url(explicit: str | None, settings: StudySettings) -> str:
     """The storage of an existing study: as :func:`resolve_storage_url`, but without an explicit
     choice the default file (SQLite or journal) that exists, preferring the one ``workers`` implies."""
-    url = explicit or os.environ.get(STORAGE_ENV) or settings.storage
+    url = _chosen_storage_url(explicit, settings)
     if url:
         return url
     defaults = [DEFAULT_SQLITE_URL, DEFAULT_JOURNAL_URL]
     if settings.workers > 1:
         defaults.reverse()
     for candidate in defaults:
-        path = journal_path(candidate) if storage_kind(candidate) == "journal" else Path(candidate.split(":///", 1)[1])
-        if path.exists():
+        path = journal_path(candidate) if storage_kind(candidate) == "journal" else _sqlite_file(candidate)
+        if path is not None and path.exists():
             return candidate
     raise StudyConfigError(
         f"no study storage found here ({DEFAULT_SQLITE_URL} or {DEFAULT_JOURNAL_URL} in {Path.cwd()}); "

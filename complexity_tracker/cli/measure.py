@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 
 from ..data import load_data
 from ..estimators import ESTIMATORS
 from ..metrics import ComplexityReport, class_balanced_probe, measure_complexity
+from ..text_table import format_table
 from ..training import load_checkpoint
 
 COLUMNS = ("layer", "d", "N", "H", "I_XS", "I_XSY", "C", "TC")
@@ -33,15 +33,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def format_report(report: ComplexityReport) -> str:
     """A fixed-width table of a report, values in bits."""
-    rows = [COLUMNS] + [
-        (r.name, str(r.d), str(r.N), *(f"{getattr(r, m):.3f}" if math.isfinite(getattr(r, m)) else "n/a"
-                                        for m in COLUMNS[3:]))
-        for r in report.records
-    ]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
-    lines = ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
-             for row in rows]
-    return "\n".join([lines[0], "-" * len(lines[0]), *lines[1:]])
+    rows = [(r.name, r.d, r.N, *(getattr(r, m) for m in COLUMNS[3:])) for r in report.records]
+    return format_table(COLUMNS, rows, float_format=".3f")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -5,26 +5,8 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+from ..text_table import format_cell, format_table
 from .comparison import ComparisonResult
-
-
-def _cell(value: object) -> str:
-    if isinstance(value, float):
-        return "nan" if math.isnan(value) else f"{value:.4g}"
-    return str(value)
-
-
-def format_table(headers: Sequence[str], rows: Sequence[Sequence[object]], title: str = "") -> str:
-    """Columns padded to their widest cell; numbers right-aligned with 4 significant digits."""
-    cells = [[_cell(v) for v in row] for row in rows]
-    widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)]
-    numeric = [all(isinstance(row[i], (int, float)) for row in rows) and bool(rows) for i in range(len(headers))]
-
-    def line(values: Sequence[str]) -> str:
-        return "  ".join(v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric)).rstrip()
-
-    out = ([title] if title else []) + [line(headers), line(["-" * w for w in widths])] + [line(r) for r in cells]
-    return "\n".join(out)
 
 
 def summary_table(result: ComparisonResult) -> str:
@@ -65,9 +47,9 @@ def transfer_table(result: ComparisonResult) -> str:
     rows = [[f"{name} ->", *matrix.rates[i]] for i, name in enumerate(matrix.names)]
     table = format_table(["source \\ target", *matrix.names], rows,
                          f"Transfer success rate ({matrix.attack}, eps={matrix.eps:g}; diagonal = white-box)")
-    return (f"{table}\nsimple -> complex (upper triangle mean): {_cell(matrix.simple_to_complex)}\n"
-            f"complex -> simple (lower triangle mean): {_cell(matrix.complex_to_simple)}\n"
-            f"asymmetry: {_cell(matrix.asymmetry)}")
+    return (f"{table}\nsimple -> complex (upper triangle mean): {format_cell(matrix.simple_to_complex)}\n"
+            f"complex -> simple (lower triangle mean): {format_cell(matrix.complex_to_simple)}\n"
+            f"asymmetry: {format_cell(matrix.asymmetry)}")
 
 
 def correlation_table(result: ComparisonResult, metrics: Sequence[str] = ("H", "I_XSY"),

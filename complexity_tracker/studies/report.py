@@ -23,7 +23,7 @@ from matplotlib.figure import Figure
 from mlflow.tracking import MlflowClient
 from optuna.trial import FrozenTrial, TrialState
 
-from .. import plots
+from .. import plots, text_table
 from .budget import SURPLUS_ATTR, retried_numbers
 from .config import LAM_IS_ZERO, LOG10_LAM, StudyConfig
 from .mlflow_runs import INTERRUPTED_ATTR, RUN_ID_ATTR
@@ -91,29 +91,17 @@ def trial_rows(study: optuna.Study, config: StudyConfig, per_layer: bool = False
 
 
 def format_table(rows: Sequence[Mapping[str, Any]]) -> str:
-    """Rows as an aligned text table (floats with 4 significant digits; run ids shortened)."""
+    """Rows of :func:`trial_rows` as an aligned text table (floats with 4 significant digits; run ids
+    shortened)."""
     if not rows:
         return "(no trials yet)"
     columns: list[str] = []
     for row in rows:
         columns.extend(k for k in row if k not in columns)
-
-    def cell(key: str, value: Any) -> str:
-        if value is None:
-            return "-"
-        if key == "mlflow_run_id":
-            return str(value)[:8]
-        if isinstance(value, float):
-            return f"{value:.4g}"
-        return str(value)
-
-    cells = [[cell(c, row.get(c)) for c in columns] for row in rows]
-    headers = ["run" if c == "mlflow_run_id" else c for c in columns]
-    widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(headers)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths))]
-    lines.append("  ".join("-" * w for w in widths))
-    lines.extend("  ".join(v.ljust(w) for v, w in zip(r, widths)) for r in cells)
-    return "\n".join(lines)
+    cells = [
+        [str(row[c])[:8] if c == "mlflow_run_id" and row.get(c) else row.get(c) for c in columns] for row in rows
+    ]
+    return text_table.format_table(["run" if c == "mlflow_run_id" else c for c in columns], cells)
 
 
 def summary_line(study: optuna.Study, config: StudyConfig) -> str:

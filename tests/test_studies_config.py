@@ -11,7 +11,7 @@ import pytest
 from complexity_tracker.errors import ComplexityTrackerError
 from complexity_tracker.studies import budget
 from complexity_tracker.studies.config import LAM_IS_ZERO, StudyConfigError, load_study_config, parse_study_config
-from complexity_tracker.studies.factory import make_pruner, make_sampler, open_study
+from complexity_tracker.studies.factory import join_study, make_pruner, make_sampler, open_study
 from complexity_tracker.studies.objective import suggest_params
 from complexity_tracker.studies.storage import (
     DEFAULT_JOURNAL_URL,
@@ -208,6 +208,21 @@ def test_reopening_with_fewer_trials_or_other_directions_fails(tmp_path: Path) -
     maximise = parse_study_config(document({"n_trials": 6, "direction": "maximize"}))
     with pytest.raises(StudyConfigError, match="exists with directions"):
         open_study(maximise, create_storage(url, config.study))
+
+
+def test_a_helper_joins_only_a_study_the_launcher_has_created_and_grown(tmp_path: Path) -> None:
+    config = parse_study_config(document())
+    url = f"journal:{tmp_path / 'j.journal'}"
+    with pytest.raises(StudyConfigError, match="did not appear"):
+        join_study(config, create_storage(url, config.study), wait_s=0.3)  # nothing created yet
+    assert join_study(config, create_storage(url, config.study), stop=lambda: True) is None  # told to stop
+    open_study(config, create_storage(url, config.study))
+    joined = join_study(config, create_storage(url, config.study), wait_s=0.3)
+    assert joined is not None and budget.n_slots(joined) == config.study.n_trials
+    grown = config.with_n_trials(config.study.n_trials + 2)
+    with pytest.raises(StudyConfigError, match="did not appear"):
+        join_study(grown, create_storage(url, config.study), wait_s=0.3)  # the launcher grows it, not a helper
+    assert budget.n_slots(joined) == config.study.n_trials
 
 
 def test_cli_reports_bad_configs_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
-from studies_support import check_grid_study, cli_command, clean_env, write_config
+from studies_support import check_grid_study, cli_command, clean_env, run_cli, write_config
 
-from complexity_tracker.studies import create_storage, load_existing_study, load_study_config
+from complexity_tracker.studies import budget, create_storage, load_existing_study, load_study_config
 
 pytestmark = pytest.mark.slow
 
@@ -35,3 +35,17 @@ def test_two_workers_share_a_journal_file(tmp_path: Path) -> None:
     check_grid_study(study, config, MlflowClient(tracking))
     workers = {t.user_attrs["worker"] for t in study.trials if "worker" in t.user_attrs}
     assert len(workers) == 2 and any(w.endswith(f":{launcher.pid}") for w in workers)  # the launcher and one helper
+
+
+def test_two_workers_grow_a_resumed_study_without_surplus_trials(tmp_path: Path) -> None:
+    path = write_config(tmp_path, "grow", study='n_trials = 2\nsampler = { name = "random", seed = 0 }',
+                        search="width = { low = 4, high = 16 }")
+    storage = f"journal:{tmp_path / 'optuna.journal'}"
+    run_cli("study", "run", str(path), "--storage", storage, "--n-trials", "2", "--no-log-model", "--no-progress",
+            cwd=tmp_path)
+    run_cli("study", "run", str(path), "--storage", storage, "--n-trials", "4", "--workers", "2",
+            "--no-log-model", "--no-progress", cwd=tmp_path)
+    config = load_study_config(path).with_n_trials(4)
+    study = load_existing_study(config, create_storage(storage, config.study))
+    assert len(budget.finished(study)) == 4
+    assert not [t.number for t in study.trials if t.user_attrs.get(budget.SURPLUS_ATTR)]  # only the launcher enqueued

@@ -98,9 +98,9 @@ def open_study(
 def join_study(
     config: StudyConfig, storage: BaseStorage, wait_s: float = 120.0, stop: Callable[[], bool] = lambda: False
 ) -> optuna.Study | None:
-    """Load the study another process is creating (a launcher's helper worker): wait up to
-    ``wait_s`` seconds until it exists with its slots.  Returns None when ``stop()`` turns true
-    while waiting."""
+    """Load the study another process is creating or growing (a launcher's helper worker): wait up
+    to ``wait_s`` seconds until it exists with the config's ``n_trials`` slots, so that only the
+    launcher enqueues.  Returns None when ``stop()`` turns true while waiting."""
     deadline = time.monotonic() + wait_s
     study = None
     while not stop():
@@ -110,7 +110,7 @@ def join_study(
                     study_name=config.study.name, storage=storage,
                     sampler=make_sampler(config), pruner=make_pruner(config),
                 )
-        if study is not None and n_slots(study) is not None:
+        if study is not None and (n_slots(study) or 0) >= config.study.n_trials:
             return _join(study, config, wait_s=0.0)
         if time.monotonic() > deadline:
             raise StudyConfigError(

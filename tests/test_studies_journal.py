@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
+from servers import free_port
 from studies_support import check_grid_study, cli_command, clean_env, run_cli, write_config
 
 from complexity_tracker.studies import budget, create_storage, load_existing_study, load_study_config
@@ -49,3 +50,15 @@ def test_two_workers_grow_a_resumed_study_without_surplus_trials(tmp_path: Path)
     study = load_existing_study(config, create_storage(storage, config.study))
     assert len(budget.finished(study)) == 4
     assert not [t.number for t in study.trials if t.user_attrs.get(budget.SURPLUS_ATTR)]  # only the launcher enqueued
+
+
+def test_unreachable_tracking_server_is_one_clear_error_and_no_helper_starts(tmp_path: Path) -> None:
+    path = write_config(tmp_path, "offline", study='sampler = "grid"', search="depth = [1, 2]")
+    result = subprocess.run(
+        cli_command("study", "run", str(path), "--workers", "2", "--tracking-uri", f"http://127.0.0.1:{free_port()}",
+                    "--no-progress"),
+        cwd=tmp_path, env=clean_env(), capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 2
+    assert "cannot reach the MLflow tracking server" in result.stderr and "interrupted" not in result.stderr
+    assert not list(tmp_path.glob("optuna.journal*"))  # nothing stored

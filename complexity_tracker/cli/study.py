@@ -24,6 +24,7 @@ from ..studies.storage import (
     study_tracking_uri,
 )
 from ..studies.workers import EXIT_INTERRUPTED, HelperWorkers, threads_per_worker
+from ..tracking_store import check_tracking_server
 
 if TYPE_CHECKING:
     import optuna
@@ -80,11 +81,9 @@ def run_command(args: argparse.Namespace) -> int:
     tracking_uri = study_tracking_uri(args.tracking_uri, config.study)
     log_model = not args.no_log_model
     if args.worker:
-        from ..studies.runner import run_worker
-
-        return run_worker(config, storage_url=storage_url, tracking_uri=tracking_uri,
-                          threads=args.threads or threads_per_worker(1), log_model=log_model)
+        return _help_launcher(args, config, storage_url, tracking_uri)
     check_workers_supported(storage_url, workers)
+    check_tracking_server(tracking_uri)  # before helpers start, so that only this process reports it
     print(
         f"study {config.study.name!r}: {config.study.n_trials} trials, {workers} worker(s) x "
         f"{args.threads or threads_per_worker(workers)} torch thread(s)\n  storage:  {redact_url(storage_url)}\n"
@@ -96,6 +95,17 @@ def run_command(args: argparse.Namespace) -> int:
     with HelperWorkers(args.config, workers=workers, n_trials=config.study.n_trials, storage_url=storage_url,
                        tracking_uri=tracking_uri, log_model=log_model, threads=args.threads) as helpers:
         return _launch(args, config, storage_url, tracking_uri, helpers)
+
+
+def _help_launcher(args: argparse.Namespace, config: StudyConfig, storage_url: str, tracking_uri: str) -> int:
+    """Body of a helper worker (``--worker``); stopped by its launcher, it exits quietly."""
+    try:
+        from ..studies.runner import run_worker
+
+        return run_worker(config, storage_url=storage_url, tracking_uri=tracking_uri,
+                          threads=args.threads or threads_per_worker(1), log_model=not args.no_log_model)
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
 
 
 def _launch(args: argparse.Namespace, config: StudyConfig, storage_url: str, tracking_uri: str,

@@ -30,10 +30,9 @@ from pathlib import Path
 
 import optuna
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from complexity_tracker.studies import create_storage, load_study_config
 
-from complexity_tracker.studies import create_storage, load_study_config  # noqa: E402
+REPO = Path(__file__).resolve().parent.parent
 
 
 @dataclass

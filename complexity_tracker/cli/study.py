@@ -81,7 +81,7 @@ def run_command(args: argparse.Namespace) -> int:
     tracking_uri = study_tracking_uri(args.tracking_uri, config.study)
     log_model = not args.no_log_model
     if args.worker:
-        return _help_launcher(args, config, storage_url, tracking_uri)
+        return _work_as_helper(args, config, storage_url, tracking_uri)
     check_workers_supported(storage_url, workers)
     check_tracking_server(tracking_uri)  # before helpers start, so that only this process reports it
     print(
@@ -91,13 +91,13 @@ def run_command(args: argparse.Namespace) -> int:
         flush=True,
     )
     if workers == 1:
-        return _launch(args, config, storage_url, tracking_uri, None)
+        return _launch(args, config, storage_url, tracking_uri, workers, None)
     with HelperWorkers(args.config, workers=workers, n_trials=config.study.n_trials, storage_url=storage_url,
                        tracking_uri=tracking_uri, log_model=log_model, threads=args.threads) as helpers:
-        return _launch(args, config, storage_url, tracking_uri, helpers)
+        return _launch(args, config, storage_url, tracking_uri, workers, helpers)
 
 
-def _help_launcher(args: argparse.Namespace, config: StudyConfig, storage_url: str, tracking_uri: str) -> int:
+def _work_as_helper(args: argparse.Namespace, config: StudyConfig, storage_url: str, tracking_uri: str) -> int:
     """Body of a helper worker (``--worker``); stopped by its launcher, it exits quietly."""
     try:
         from ..studies.runner import run_worker
@@ -108,21 +108,18 @@ def _help_launcher(args: argparse.Namespace, config: StudyConfig, storage_url: s
         return EXIT_INTERRUPTED
 
 
-def _launch(args: argparse.Namespace, config: StudyConfig, storage_url: str, tracking_uri: str,
+def _launch(args: argparse.Namespace, config: StudyConfig, storage_url: str, tracking_uri: str, workers: int,
             helpers: HelperWorkers | None) -> int:
     """Run the study in this process (with ``helpers`` beside it) and print how it went."""
     import optuna
-    import torch
 
     from ..studies.report import summary_line
     from ..studies.runner import print_browse_hints, run_study
 
-    if args.threads and helpers is None:
-        torch.set_num_threads(args.threads)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     outcome = run_study(
         config, config_path=args.config, storage_url=storage_url, tracking_uri=tracking_uri,
-        workers=1 if helpers is None else len(helpers.processes) + 1, helpers=helpers,
+        workers=workers, helpers=helpers, threads=args.threads,
         progress=not args.no_progress, log_model=not args.no_log_model, finalize=_report_writer(config, tracking_uri),
     )
     print(summary_line(outcome.study, config))

@@ -47,6 +47,7 @@ from .objective import StudyObjective, worker_name
 from .storage import check_workers_supported, create_storage, redact_url, storage_kind, study_tracking_uri
 from .workers import EXIT_INTERRUPTED, HelperWorkers
 
+
 class InterruptGuard:
     """SIGINT/SIGTERM handler that asks the worker to stop cleanly.
 
@@ -156,6 +157,7 @@ def run_study(
     tracking_uri: str | None = None,
     workers: int = 1,
     helpers: HelperWorkers | None = None,
+    threads: int | None = None,
     progress: bool = True,
     log_model: bool = True,
     finalize: Callable[[optuna.Study, str], None] | None = None,
@@ -167,8 +169,8 @@ def run_study(
 
     ``helpers`` are helper processes the caller started already (the CLI starts them before its
     own imports); without them, ``workers > 1`` starts them here and needs ``config_path`` (the
-    helpers read the same file).  This process then trains with as many torch threads as each
-    helper.
+    helpers read the same file).  ``threads``: torch threads of each worker (default: torch's own
+    for one worker, cores / workers for several).
     """
     check_workers_supported(storage_url, workers)
     tracking_uri = study_tracking_uri(tracking_uri, config.study)
@@ -177,7 +179,7 @@ def run_study(
             raise ValueError("run_study(workers > 1) needs config_path for the helper worker processes")
         started: contextlib.AbstractContextManager[HelperWorkers | None] = HelperWorkers(
             config_path, workers=workers, n_trials=config.study.n_trials, storage_url=storage_url,
-            tracking_uri=tracking_uri, log_model=log_model,
+            tracking_uri=tracking_uri, log_model=log_model, threads=threads,
         )
     else:
         started = contextlib.nullcontext(helpers)
@@ -194,8 +196,8 @@ def run_study(
         # the creator makes the parent run before the slots appear, so joining workers find it
         study, _ = open_study(config, create_storage(storage_url, config.study), prepare=parent_run)
         parent_run_id = parent_run(study)
-        if helpers is not None:
-            torch.set_num_threads(helpers.threads)
+        if threads is not None or helpers is not None:
+            torch.set_num_threads(threads or helpers.threads)
         forward = helpers.interrupt if helpers is not None else lambda: None
         with InterruptGuard(forward) as guard, _progress_bar(study, config, progress) as update:
             objective = StudyObjective(

@@ -11,7 +11,6 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Mapping
 from pathlib import Path
 
 from .storage import STORAGE_ENV
@@ -58,11 +57,10 @@ class HelperWorkers:
         tracking_uri: str,
         log_model: bool,
         threads: int | None = None,
-        environ: Mapping[str, str] | None = None,
     ) -> None:
         self.threads = threads or threads_per_worker(workers)
         env = {
-            **(os.environ if environ is None else environ),
+            **os.environ,
             STORAGE_ENV: storage_url,
             "MLFLOW_TRACKING_URI": tracking_uri,
             "OMP_NUM_THREADS": str(self.threads),

@@ -3,9 +3,9 @@
 All values are in bits.
 
 * ``kde``: the kernel (Kolchinsky-Tracey pairwise) estimate used by the paper's code,
-  ``H = -(1/N) sum_i log2((1/N) sum_j exp(-||s_i - s_j||^2 / (2 lam d)))``, self term
+  ``H = -(1/N) sum_i log2((1/N) sum_j exp(-||s_i - s_j||^2 / (2 w d)))``, self term
   included.  It lies in ``[0, log2 N]`` and measures cluster structure at Hamming scale
-  about ``lam * d``; it is not the Shannon entropy of the gating patterns.
+  about ``w * d`` (``w`` = ``kernel_width``); it is not the Shannon entropy of the gating patterns.
 * ``plugin``: exact counting of distinct patterns (optionally Miller-Madow corrected).
   Accurate only when patterns repeat, i.e. for small layers.
 
@@ -26,8 +26,8 @@ from .errors import ComplexityTrackerError
 from .gating import PackedStates
 
 #: Default kernel width for vector layers and for feature maps (as in the paper's code).
-DEFAULT_LAM_VECTOR = 0.01
-DEFAULT_LAM_CONV = 0.04
+DEFAULT_KERNEL_WIDTH_VECTOR = 0.01
+DEFAULT_KERNEL_WIDTH_CONV = 0.04
 
 _LN2 = math.log(2.0)
 
@@ -61,10 +61,12 @@ def as_packed(states: np.ndarray | torch.Tensor | PackedStates) -> PackedStates:
     return PackedStates.from_binary(array)
 
 
-def _check_lam(lam: float) -> float:
-    if not (isinstance(lam, (int, float)) and math.isfinite(lam) and lam > 0):
-        raise EstimatorSettingError(f"lam must be a finite number > 0 (kernel width as a fraction of d), got {lam!r}")
-    return float(lam)
+def _check_kernel_width(kernel_width: float) -> float:
+    if not (isinstance(kernel_width, (int, float)) and math.isfinite(kernel_width) and kernel_width > 0):
+        raise EstimatorSettingError(
+            f"kernel_width must be a finite number > 0 (kernel width as a fraction of d), got {kernel_width!r}"
+        )
+    return float(kernel_width)
 
 
 def _gram_and_counts(
@@ -93,7 +95,7 @@ def _gram_and_counts(
 
 def kde_entropy(
     states: np.ndarray | torch.Tensor | PackedStates,
-    lam: float = DEFAULT_LAM_VECTOR,
+    kernel_width: float = DEFAULT_KERNEL_WIDTH_VECTOR,
     *,
     row_chunk: int = 1024,
     device: str | torch.device | None = None,
@@ -102,7 +104,7 @@ def kde_entropy(
 
     Args:
         states: (N, d) 0/1 matrix (numpy, torch, or packed).
-        lam: kernel width as a fraction of d (0.01 for vector layers, 0.04 for conv maps).
+        kernel_width: kernel width as a fraction of d (0.01 for vector layers, 0.04 for conv maps).
         row_chunk: rows per float64 log-sum-exp block; memory is O(N * row_chunk) beyond the
             (N, N) float32 Gram matrix.
         device: where to compute (default: the tensor's device, else CPU).
@@ -110,13 +112,13 @@ def kde_entropy(
     Returns:
         The estimate in bits, in ``[0, log2 N]``.
     """
-    lam = _check_lam(lam)
+    kernel_width = _check_kernel_width(kernel_width)
     if device is None:
         device = states.device if isinstance(states, torch.Tensor) else torch.device("cpu")
     packed = as_packed(states)
     n, d = packed.n_samples, packed.d
     gram, counts = _gram_and_counts(packed, torch.device(device))
-    scale = 1.0 / (2.0 * lam * d)
+    scale = 1.0 / (2.0 * kernel_width * d)
     counts64 = counts.to(torch.float64)
     total = 0.0
     for start in range(0, n, row_chunk):
@@ -129,18 +131,18 @@ def kde_entropy(
     return max(0.0, (math.log(n) - total / n) / _LN2)
 
 
-def kde_entropy_reference(states: np.ndarray, lam: float = DEFAULT_LAM_VECTOR) -> float:
+def kde_entropy_reference(states: np.ndarray, kernel_width: float = DEFAULT_KERNEL_WIDTH_VECTOR) -> float:
     """The same kernel estimate as :func:`kde_entropy`, one row at a time (slow, for validation).
 
     This is the paper code's formulation; it exists to check the vectorised version.
     """
-    lam = _check_lam(lam)
+    kernel_width = _check_kernel_width(kernel_width)
     s = as_packed(states).unpack().astype(np.float64)
     n, d = s.shape
     total = 0.0
     for i in range(n):
         distances = ((s - s[i]) ** 2).sum(axis=1)
-        total += np.log(np.mean(np.exp(-distances / (2.0 * lam * d))))
+        total += np.log(np.mean(np.exp(-distances / (2.0 * kernel_width * d))))
     return float(-total / n / _LN2)
 
 
@@ -199,30 +201,30 @@ class EntropyEstimator(Protocol):
 
 @dataclass(frozen=True)
 class KDEEstimator:
-    """The paper's kernel estimate; ``lam=None`` picks 0.01 for vectors, 0.04 when any layer is a map.
+    """The paper's kernel estimate; ``kernel_width=None`` picks 0.01 for vectors, 0.04 when any layer is a map.
 
-    ``lam`` is resolved per state matrix (by its ``is_conv``) unless given explicitly.
+    ``kernel_width`` is resolved per state matrix (by its ``is_conv``) unless given explicitly.
     """
 
-    lam: float | None = None
+    kernel_width: float | None = None
     name: str = field(default="kde", init=False)
 
     def __post_init__(self) -> None:
-        if self.lam is not None:
-            _check_lam(self.lam)
+        if self.kernel_width is not None:
+            _check_kernel_width(self.kernel_width)
 
-    def lam_for(self, states: PackedStates) -> float:
-        if self.lam is not None:
-            return self.lam
-        return DEFAULT_LAM_CONV if states.is_conv else DEFAULT_LAM_VECTOR
+    def kernel_width_for(self, states: PackedStates) -> float:
+        if self.kernel_width is not None:
+            return self.kernel_width
+        return DEFAULT_KERNEL_WIDTH_CONV if states.is_conv else DEFAULT_KERNEL_WIDTH_VECTOR
 
     def entropy(self, states: PackedStates) -> float:
-        return kde_entropy(states, self.lam_for(states))
+        return kde_entropy(states, self.kernel_width_for(states))
 
     def params(self, states: PackedStates | None = None) -> dict[str, float | str | bool]:
         if states is not None:
-            return {"lam": self.lam_for(states)}
-        return {"lam": self.lam if self.lam is not None else "auto(0.01 vector, 0.04 conv)"}
+            return {"kernel_width": self.kernel_width_for(states)}
+        return {"kernel_width": self.kernel_width if self.kernel_width is not None else "auto(0.01 vector, 0.04 conv)"}
 
 
 @dataclass(frozen=True)
@@ -241,11 +243,20 @@ class PluginEstimator:
 
 ESTIMATORS = {"kde": KDEEstimator, "plugin": PluginEstimator}
 
+#: Parameter spellings that were renamed, with their new names.
+_RENAMED_PARAMS = {"lam": "kernel_width", "kde_lam": "kernel_width"}
+
 
 def make_estimator(name: str, **params: float | bool | None) -> EntropyEstimator:
     """Build an estimator by name (``"kde"`` or ``"plugin"``) with its parameters."""
     if name not in ESTIMATORS:
         raise EstimatorSettingError(f"unknown estimator {name!r}; choose one of {sorted(ESTIMATORS)}")
+    renamed = sorted(params.keys() & _RENAMED_PARAMS.keys())
+    if renamed:
+        raise EstimatorSettingError(
+            f"estimator parameter {renamed[0]!r} was renamed: pass {_RENAMED_PARAMS[renamed[0]]}= instead "
+            "(the kernel width, as a fraction of d)"
+        )
     try:
         return ESTIMATORS[name](**params)
     except TypeError as exc:

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from .config import ConfigError, RunConfig
-from .estimators import DEFAULT_LAM_CONV, DEFAULT_LAM_VECTOR
+from .estimators import DEFAULT_KERNEL_WIDTH_CONV, DEFAULT_KERNEL_WIDTH_VECTOR
 from .gating import PreactivationRecorder, find_gating_modules
 
 _LN2 = math.log(2.0)
@@ -135,7 +135,7 @@ class KDEEntropyLoss(ComplexityLoss):
         is_conv = {name: z.ndim > 2 for name, z in records}
         total = []
         for names, stacked in group_layers(records):
-            lam = self.kde_lam or (DEFAULT_LAM_CONV if is_conv[names[0]] else DEFAULT_LAM_VECTOR)
+            lam = self.kde_lam or (DEFAULT_KERNEL_WIDTH_CONV if is_conv[names[0]] else DEFAULT_KERNEL_WIDTH_VECTOR)
             total.append(soft_kde_entropy(torch.sigmoid(self.beta * stacked), lam).sum())
         return torch.stack(total).sum()
 

@@ -183,7 +183,7 @@ def measure_complexity(
     """
     y = _check_probe(inputs, labels)
     if isinstance(estimator, str):
-        estimator = make_estimator(estimator, **({"lam": lam} if estimator == "kde" else {}))
+        estimator = make_estimator(estimator, **({"kernel_width": lam} if estimator == "kde" else {}))
     if stochastic and repeats < 2:
         raise ValueError(f"stochastic measurement needs repeats >= 2 forward passes per input, got {repeats}")
     passes = repeats if stochastic else 1

@@ -62,6 +62,8 @@ LOGGED_COMPLEXITY = ("H", "I_XSY", "TC")
 #: MLflow accepts at most 1000 metrics per ``log_batch`` call.
 MAX_METRICS_PER_BATCH = 1000
 MAX_PARAMS_PER_BATCH = 100
+#: Run artifact holding the model's weights as a plain state_dict (tensors only, no code).
+STATE_DICT_ARTIFACT = "weights/state_dict.pt"
 VERSION_TAG = "complexity_tracker.version"
 GIT_COMMIT_TAG = "complexity_tracker.git_commit"
 
@@ -199,7 +201,7 @@ class ComplexityTracker:
                 f"labels of shape {tuple(self.probe_labels.shape)}"
             )
         if isinstance(estimator, str):
-            estimator = make_estimator(estimator, **({"lam": kde_lam} if estimator == "kde" else {}))
+            estimator = make_estimator(estimator, **({"kernel_width": kde_lam} if estimator == "kde" else {}))
         self.estimator = estimator
         self.tracking_uri = resolve_tracking_uri(tracking_uri)
         self.experiment_name = experiment_name
@@ -426,9 +428,11 @@ class ComplexityTracker:
         """Log a CPU copy of ``model`` in eval mode with ``mlflow.pytorch``; returns its model URI.
 
         The format is ``torch.export``'s pt2 (loading it runs no pickled code).  Needs no network:
-        the pip requirements are given explicitly instead of inferred.
+        the pip requirements are given explicitly instead of inferred.  The weights also go into
+        the run as a plain state_dict (:meth:`log_state_dict`), from which models are rebuilt.
         """
         self._require_running()
+        self.log_state_dict(model)
         info = mlflow.pytorch.log_model(
             copy.deepcopy(model).cpu().eval(),
             name=name,
@@ -437,6 +441,15 @@ class ComplexityTracker:
             pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
         )
         return info.model_uri
+
+    def log_state_dict(self, model: nn.Module) -> None:
+        """Log the model's weights as :data:`STATE_DICT_ARTIFACT`: tensors only, so that
+        ``torch.load(..., weights_only=True)`` reads them back and the run's ``config.json`` rebuilds the model."""
+        self._require_running()
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / Path(STATE_DICT_ARTIFACT).name
+            torch.save({key: value.detach().cpu() for key, value in model.state_dict().items()}, path)
+            self._client.log_artifact(self.run_id, str(path), str(Path(STATE_DICT_ARTIFACT).parent))
 
 
 def _file_name(layer: str) -> str:

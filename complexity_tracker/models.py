@@ -3,14 +3,21 @@
 Every model uses distinct ``nn.ReLU`` modules, each called once per forward pass, so that
 :mod:`complexity_tracker.gating` sees one gating layer per ReLU.  Pooling is average pooling
 (max pooling is not a two-state gate).  Inputs are expected in ``[0, 1]``; normalisation, where
-used, is BatchNorm inside the model.
+used, happens inside the model (BatchNorm, or the paper models' :class:`InputNormalization`), so
+attacks and probes work on ``[0, 1]`` pixels.
 
 ``config.depth`` and ``config.width`` mean, per model:
 
 * ``mlp`` / ``dropout_mlp``: ``depth`` hidden Linear+ReLU layers of ``width`` units.
-* ``mlp_mnist``: the paper's 784-1024-256-128-64-10 MLP, hidden widths scaled by input size / 784
-  (at least 8 units); ``depth``/``width`` are ignored.
-* ``resmlp``: a linear stem to ``width`` units, then ``depth`` blocks ``ReLU(x + W x)``.
+* ``mlp_mnist``: the paper's 784-1024-256-128-64-10 MLP as its official code builds it: no biases,
+  Kaiming-normal weights, inputs mapped to ``[-1, 1]`` inside the model (d = 1,472 gating units on
+  28x28 inputs).  Hidden widths are scaled by input size / 784 (at least 8 units) for other inputs;
+  ``depth``/``width`` are ignored.
+* ``resmlp``: the paper's ResMLP as its official code builds it: inputs normalised inside the model,
+  ``depth`` blocks ``ReLU(x + W x)`` at ``width`` units, a linear classifier, no biases, PyTorch's
+  default initialisation.  The residual stream starts at the flattened input when ``width`` equals
+  the input size (the official ResMLP-10 is ``depth = 9``, ``width = 3072`` on CIFAR-10); other
+  widths get a bias-free linear input layer, which the official code does not have.
 * ``lenet``: conv(``width``) - avgpool - conv(``round(width * 16 / 6)``) - avgpool - 120 - 84;
   ``width = 6`` is the classic LeNet-5.
 * ``resnet20/32/44``: CIFAR ResNets (3 stages of 3/5/7 basic blocks) with ``width``,
@@ -30,6 +37,8 @@ from .config import ConfigError, RunConfig
 
 RESNET_BLOCKS = {"resnet20": 3, "resnet32": 5, "resnet44": 7}
 MLP_MNIST_HIDDEN = (1024, 256, 128, 64)
+#: Per-channel mean / std of the official code's CIFAR-10 loader (ImageNet's statistics).
+RGB_MEAN, RGB_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
 class ZooModel(nn.Module):
@@ -45,11 +54,32 @@ class ZooModel(nn.Module):
         return None
 
 
-def _dense_stack(sizes: list[int], dropout: float = 0.0) -> list[nn.Module]:
+class InputNormalization(nn.Module):
+    """``(x - mean) / std`` per channel: the official code's data normalisation, moved into the model.
+
+    Images with 3 channels use the official CIFAR-10 loader's mean/std; every other input (MNIST's
+    one channel, vectors) uses mean = std = 0.5 as the official MNIST loader does, which maps
+    ``[0, 1]`` onto ``[-1, 1]`` (computed as ``2 x - 1``).  Inside the model, attacks, probes and
+    datasets all stay in ``[0, 1]``.
+    """
+
+    def __init__(self, input_shape: tuple[int, ...]) -> None:
+        super().__init__()
+        rgb = len(input_shape) == 3 and input_shape[0] == 3
+        mean, std = (torch.tensor(RGB_MEAN), torch.tensor(RGB_STD)) if rgb else (torch.tensor([0.5]), torch.tensor([0.5]))
+        channel_shape = (-1, 1, 1) if len(input_shape) == 3 else (-1,)
+        self.register_buffer("scale", (1.0 / std).reshape(channel_shape), persistent=False)
+        self.register_buffer("shift", (-mean / std).reshape(channel_shape), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.scale + self.shift
+
+
+def _dense_stack(sizes: list[int], dropout: float = 0.0, bias: bool = True) -> list[nn.Module]:
     """Linear(+Dropout)+ReLU for each consecutive pair of ``sizes``."""
     layers: list[nn.Module] = []
     for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
-        layers.append(nn.Linear(fan_in, fan_out))
+        layers.append(nn.Linear(fan_in, fan_out, bias=bias))
         if dropout > 0:
             layers.append(nn.Dropout(dropout))
         layers.append(nn.ReLU())
@@ -59,21 +89,40 @@ def _dense_stack(sizes: list[int], dropout: float = 0.0) -> list[nn.Module]:
 class MLP(ZooModel):
     """Flatten, hidden Linear(+Dropout before the gate)+ReLU layers, linear classifier."""
 
-    def __init__(self, input_shape: tuple[int, ...], n_classes: int, hidden: list[int], dropout: float = 0.0) -> None:
+    def __init__(self, input_shape: tuple[int, ...], n_classes: int, hidden: list[int], dropout: float = 0.0,
+                 bias: bool = True) -> None:
         super().__init__(input_shape, n_classes)
         sizes = [math.prod(input_shape), *hidden]
-        self.net = nn.Sequential(nn.Flatten(), *_dense_stack(sizes, dropout), nn.Linear(sizes[-1], n_classes))
+        self.net = nn.Sequential(nn.Flatten(), *_dense_stack(sizes, dropout, bias),
+                                 nn.Linear(sizes[-1], n_classes, bias=bias))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
 
 
+class PaperMLP(MLP):
+    """The paper's MNIST MLP: bias-free Linear+ReLU layers, Kaiming-normal weights, inputs to [-1, 1] inside.
+
+    ``self.net`` is the network on normalised inputs; ``forward`` takes ``[0, 1]`` inputs.
+    """
+
+    def __init__(self, input_shape: tuple[int, ...], n_classes: int, hidden: list[int]) -> None:
+        super().__init__(input_shape, n_classes, hidden, bias=False)
+        self.normalize = InputNormalization(input_shape)
+        for module in self.net:
+            if isinstance(module, nn.Linear):
+                nn.init.kaiming_normal_(module.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(self.normalize(x))
+
+
 class ResidualDenseBlock(nn.Module):
-    """``ReLU(x + W x)``, the paper's ResMLP block."""
+    """``ReLU(x + W x)`` with a bias-free ``W``, the paper's ResMLP block."""
 
     def __init__(self, width: int) -> None:
         super().__init__()
-        self.linear = nn.Linear(width, width)
+        self.linear = nn.Linear(width, width, bias=False)
         self.relu = nn.ReLU()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -81,16 +130,23 @@ class ResidualDenseBlock(nn.Module):
 
 
 class ResMLP(ZooModel):
-    """Linear stem to ``width`` units, ``depth`` residual blocks, linear classifier."""
+    """The paper's ResMLP: normalised flat input, ``depth`` residual blocks, bias-free linear classifier.
+
+    The blocks run at the input size when ``width`` equals it (as in the official code); otherwise
+    a bias-free Linear maps the input to ``width`` units first.
+    """
 
     def __init__(self, input_shape: tuple[int, ...], n_classes: int, depth: int, width: int) -> None:
         super().__init__(input_shape, n_classes)
-        self.stem = nn.Sequential(nn.Flatten(), nn.Linear(math.prod(input_shape), width))
+        self.normalize = InputNormalization(input_shape)
+        fan_in = math.prod(input_shape)
+        input_layer = [] if width == fan_in else [nn.Linear(fan_in, width, bias=False)]
+        self.stem = nn.Sequential(nn.Flatten(), *input_layer)
         self.blocks = nn.Sequential(*(ResidualDenseBlock(width) for _ in range(depth)))
-        self.head = nn.Linear(width, n_classes)
+        self.head = nn.Linear(width, n_classes, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.blocks(self.stem(x)))
+        return self.head(self.blocks(self.stem(self.normalize(x))))
 
 
 class LeNet(ZooModel):
@@ -230,7 +286,7 @@ def build_model(config: RunConfig, input_shape: tuple[int, ...], n_classes: int)
         return MLP(input_shape, n_classes, [width] * depth, dropout=config.dropout)
     if name == "mlp_mnist":
         scale = math.prod(input_shape) / 784
-        return MLP(input_shape, n_classes, [max(8, round(h * scale)) for h in MLP_MNIST_HIDDEN])
+        return PaperMLP(input_shape, n_classes, [max(8, round(h * scale)) for h in MLP_MNIST_HIDDEN])
     if name == "resmlp":
         return ResMLP(input_shape, n_classes, depth, width)
     if name == "lenet":

@@ -1,8 +1,17 @@
 """Find the gating modules of a network and capture their gating states.
 
 A gating unit is one element of a ReLU-family module's input (its pre-activation
-``z``); its gate is ``z >= 0``.  For a conv feature map the gating vector of one
-sample is every channel at every position (C x H x W units).
+``z``).  Its gate is open when ``z > 0``, i.e. when the ReLU's output is positive: the
+official code's rule.  The paper writes ``z >= 0``; the two differ only for units whose
+pre-activation is exactly 0, which in practice are units zeroed by a preceding dropout
+(closed under the strict rule, as they pass nothing on) or by an earlier ReLU.
+``open_at_zero=True`` selects the paper's written rule.  For a conv feature map the
+gating vector of one sample is every channel at every position (C x H x W units).
+
+Stochastic capture (for H(S|X)) switches only the modules that are random in train mode
+to train mode (:func:`~complexity_tracker.nn_utils.find_stochastic_modules`: dropout,
+modules marked ``samples_in_train_mode = True``, modules named by the caller); BatchNorm and
+everything else run in eval mode, and the model is left bit-identical.
 
 Module hooks see only ``nn.Module`` activations: ``torch.nn.functional.relu``
 called inside ``forward`` is invisible, so such models must use ``nn.ReLU``.
@@ -21,9 +30,9 @@ import torch
 from torch import nn
 
 from .errors import ComplexityTrackerError
-from .nn_utils import model_mode
+from .nn_utils import find_stochastic_modules, model_mode, stochastic_mode
 
-#: Modules whose gate is ``pre-activation >= 0``.
+#: Modules whose gate is ``pre-activation > 0`` (the ReLU output is positive).
 SUPPORTED_GATING_TYPES: tuple[type[nn.Module], ...] = (nn.ReLU, nn.LeakyReLU, nn.PReLU)
 
 #: Piecewise-linear modules with more than two linear pieces (or data-dependent
@@ -166,9 +175,11 @@ class PreactivationRecorder(contextlib.AbstractContextManager):
         model: the network.
         layers: module paths or glob patterns; ``None`` for all gating modules.
         differentiable: keep the autograd graph of the pre-activations (for complexity
-            losses).  Otherwise the recorder stores the detached binary gates ``z >= 0``
+            losses).  Otherwise the recorder stores the detached binary gates ``z > 0``
             and raises on NaN/inf pre-activations.
         allow_unsupported: see :func:`find_gating_modules`.
+        open_at_zero: record the gate as ``z >= 0`` (the paper's written rule) instead of
+            ``z > 0`` (the official code's, the default).
     """
 
     def __init__(
@@ -178,9 +189,11 @@ class PreactivationRecorder(contextlib.AbstractContextManager):
         *,
         differentiable: bool = False,
         allow_unsupported: bool = False,
+        open_at_zero: bool = False,
     ) -> None:
         self.modules = find_gating_modules(model, layers, allow_unsupported=allow_unsupported)
         self.differentiable = differentiable
+        self.open_at_zero = open_at_zero
         self._module_names = {id(m): n for n, m in self.modules.items()}
         self._calls: list[tuple[int, torch.Tensor]] = []
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
@@ -197,7 +210,7 @@ class PreactivationRecorder(contextlib.AbstractContextManager):
                 f"layer {self._module_names[id(module)]!r} received NaN or inf pre-activations; "
                 "check the inputs (scaled to a finite range?) and the model's weights"
             )
-        self._calls.append((id(module), z >= 0))
+        self._calls.append((id(module), z >= 0 if self.open_at_zero else z > 0))
 
     def __enter__(self) -> PreactivationRecorder:
         self._handles = [m.register_forward_pre_hook(self._hook) for m in self.modules.values()]
@@ -228,18 +241,26 @@ def capture_gating_states(
     *,
     batch_size: int = 500,
     stochastic: bool = False,
+    stochastic_modules: str | Sequence[str] | None = None,
     allow_unsupported: bool = False,
+    open_at_zero: bool = False,
 ) -> dict[str, PackedStates]:
-    """Run ``inputs`` through ``model`` and return each gating layer's states, packed.
+    """Run ``inputs`` through ``model`` and return each gating layer's states (gate ``z > 0``), packed.
 
     Args:
-        model: the network; its train/eval mode, hooks and gradients are left as found.
+        model: the network; its parameters, buffers, train/eval flags, hooks and gradients
+            are left as found.
         inputs: probe inputs, first dimension N.
         layers: module paths or glob patterns; ``None`` for all gating modules.
         batch_size: samples per forward pass.
-        stochastic: run in train mode so that dropout / sampling stay active (used for
-            H(S|X)); otherwise eval mode.
+        stochastic: run the stochastic modules (dropout, marked sampling layers and
+            ``stochastic_modules``) in train mode, so that the states are random given the
+            input (used for H(S|X)); every other module, BatchNorm included, in eval mode.
+            Otherwise the whole model runs in eval mode.  Draws from the global torch RNG.
+        stochastic_modules: module paths or glob patterns of further modules to run in train
+            mode when ``stochastic`` (see :func:`~complexity_tracker.nn_utils.find_stochastic_modules`).
         allow_unsupported: see :func:`find_gating_modules`.
+        open_at_zero: see :class:`PreactivationRecorder`.
 
     Returns:
         Layer name -> :class:`PackedStates` with N rows, in forward-call order.
@@ -249,15 +270,20 @@ def capture_gating_states(
     device = next((p.device for p in model.parameters()), inputs.device)
     chunks: dict[str, list[np.ndarray]] = {}
     shapes: dict[str, tuple[int, ...]] = {}
-    with PreactivationRecorder(model, layers, allow_unsupported=allow_unsupported) as recorder:
-        with model_mode(model, stochastic), torch.no_grad():
-            for start in range(0, inputs.shape[0], batch_size):
-                recorder.clear()
-                model(inputs[start : start + batch_size].to(device))
-                for name, gate in recorder.records():
-                    shapes[name] = tuple(gate.shape[1:])
-                    flat = gate.reshape(gate.shape[0], -1).cpu().numpy()
-                    chunks.setdefault(name, []).append(np.packbits(flat, axis=1))
+    mode = (
+        stochastic_mode(model, find_stochastic_modules(model, stochastic_modules))
+        if stochastic
+        else model_mode(model, False)
+    )
+    recorder = PreactivationRecorder(model, layers, allow_unsupported=allow_unsupported, open_at_zero=open_at_zero)
+    with recorder, mode, torch.no_grad():
+        for start in range(0, inputs.shape[0], batch_size):
+            recorder.clear()
+            model(inputs[start : start + batch_size].to(device))
+            for name, gate in recorder.records():
+                shapes[name] = tuple(gate.shape[1:])
+                flat = gate.reshape(gate.shape[0], -1).cpu().numpy()
+                chunks.setdefault(name, []).append(np.packbits(flat, axis=1))
     return {
         name: PackedStates(np.concatenate(parts), int(np.prod(shapes[name])), len(shapes[name]) > 1)
         for name, parts in chunks.items()

@@ -221,6 +221,9 @@ class GaussianSampler(nn.Module):
     Keeps the KL divergence to N(0, I) of the last train-mode call in ``self.kl`` (nats, batch mean).
     """
 
+    #: Random given its input in train mode: stochastic measurement runs it in train mode.
+    samples_in_train_mode = True
+
     def __init__(self) -> None:
         super().__init__()
         self.kl: torch.Tensor | None = None

@@ -49,6 +49,7 @@ from . import __version__
 from .errors import ComplexityTrackerError
 from .estimators import EntropyEstimator, make_estimator
 from .metrics import METRIC_NAMES, ComplexityReport, class_balanced_probe, measure_complexity
+from .nn_utils import find_stochastic_modules
 from .plots import plot_layer_complexity
 from .tracking_store import check_tracking_server, resolve_tracking_uri
 
@@ -115,11 +116,11 @@ def flatten_params(values: Mapping[str, Any], prefix: str = "") -> dict[str, str
 def is_stochastic(model: nn.Module) -> bool:
     """Whether the model's gating states are random for a fixed input in train mode.
 
-    True when it holds a dropout module or declares ``stochastic = True`` (e.g. a sampling layer).
+    True when it declares ``stochastic = True`` or holds a module that is random in train mode
+    (dropout, or a sampling layer marked ``samples_in_train_mode = True``; see
+    :func:`~complexity_tracker.nn_utils.find_stochastic_modules`).
     """
-    return bool(getattr(model, "stochastic", False)) or any(
-        isinstance(m, nn.modules.dropout._DropoutNd) for m in model.modules()
-    )
+    return bool(getattr(model, "stochastic", False)) or bool(find_stochastic_modules(model))
 
 
 def get_or_create_experiment(client: MlflowClient, name: str) -> str:

@@ -13,12 +13,16 @@ from complexity_tracker.estimators import (
     InvalidStatesError,
     KDEEstimator,
     PluginEstimator,
+    TCMethodError,
+    _product_samples,
+    activation_rates,
     as_packed,
     kde_entropy,
     kde_entropy_reference,
     make_estimator,
     marginal_entropy_sum,
     plugin_entropy,
+    total_correlation,
 )
 
 
@@ -170,3 +174,150 @@ def test_old_kernel_width_spelling_names_the_new_one(old):
 def test_unknown_estimator_is_rejected_with_choices():
     with pytest.raises(EstimatorSettingError, match="choose one of"):
         make_estimator("shannon")
+
+
+# ---- total correlation TC = KL(p(s) || prod_i p(s_i)) ----------------------------------------
+# Kernel tolerances below hold for the seeded N = M = 2000 probes used here; docs/estimators.md
+# gives the seed-to-seed spread they allow for.
+
+
+def all_patterns_equally_often(m: int, n: int, seed: int) -> np.ndarray:
+    """Every one of the 2^m patterns exactly n / 2^m times, shuffled: m independent fair units."""
+    patterns = (np.arange(2**m)[:, None] >> np.arange(m)) & 1
+    return np.random.default_rng(seed).permutation(np.repeat(patterns, n // 2**m, axis=0)).astype(np.uint8)
+
+
+def test_independent_units_have_zero_total_correlation():
+    rng = np.random.default_rng(10)
+    states = (rng.random((2000, 6)) < np.array([0.5, 0.1, 0.3, 0.7, 0.9, 0.4])).astype(np.uint8)
+    assert total_correlation(states, "plugin") == pytest.approx(0.0, abs=0.05)  # bias ~ (2^d - d - 1) / (2 N ln 2) = 0.02
+    assert total_correlation(states, "kde") == pytest.approx(0.0, abs=0.05)
+
+
+@pytest.mark.parametrize("m", [2, 3])
+def test_k_copies_of_m_fair_units_have_k_minus_1_times_m_bits(m):
+    base = all_patterns_equally_often(m, 2000, seed=m)
+    kernel = []
+    for k in (1, 2, 3, 4):
+        states = np.tile(base, (1, k))
+        assert total_correlation(states, "plugin") == pytest.approx((k - 1) * m, abs=1e-9)
+        kernel.append(total_correlation(states, "kde"))
+        assert kernel[-1] == pytest.approx((k - 1) * m, abs=0.1 + 0.1 * (k - 1) * m)
+    assert all(a < b for a, b in zip(kernel, kernel[1:])), kernel
+
+
+@pytest.mark.parametrize("d", [2, 3, 16])
+def test_copies_of_one_bernoulli_unit_have_d_minus_1_times_h(d):
+    unit = (np.random.default_rng(11).random(2000) < 0.3).astype(np.uint8)
+    states = np.repeat(unit[:, None], d, axis=1)
+    expected = (d - 1) * binary_entropy(unit.mean())
+    assert total_correlation(states, "plugin") == pytest.approx(expected, rel=1e-12)
+    if d <= 3:  # beyond, the all-ones pattern has product probability 0.3^d << 1 / M
+        assert total_correlation(states, "kde") == pytest.approx(expected, abs=0.1)
+
+
+def markov_chain(n: int, d: int, flip: float, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    states = np.zeros((n, d), dtype=np.uint8)
+    states[:, 0] = rng.random(n) < 0.5
+    for unit in range(1, d):
+        states[:, unit] = states[:, unit - 1] ^ (rng.random(n) < flip)
+    return states
+
+
+def noisy_prototypes(n: int, d: int, k: int, eps: float, seed: int) -> np.ndarray:
+    """Each sample is one of k random prototypes with every bit flipped with probability eps."""
+    rng = np.random.default_rng(seed)
+    prototypes = rng.random((k, d)) < 0.5
+    return (prototypes[rng.integers(0, k, n)] ^ (rng.random((n, d)) < eps)).astype(np.uint8)
+
+
+@pytest.mark.parametrize(
+    "states", [markov_chain(2000, 6, 0.2, seed=12), noisy_prototypes(2000, 8, 3, 0.15, seed=13)], ids=["chain", "mixture"]
+)
+def test_plugin_and_kernel_agree_on_small_layers(states):
+    plugin = total_correlation(states, "plugin")
+    assert plugin > 0.5
+    assert total_correlation(states, "kde") == pytest.approx(plugin, abs=0.25)
+
+
+@pytest.mark.parametrize("d, tolerance", [(12, 0.01), (20, 0.1)])
+def test_antipodal_mixture_plugin_total_correlation_matches_closed_form(d, tolerance):
+    eps, n = 0.1, 1_000_000
+    rng = np.random.default_rng(4)
+    states = np.logical_xor((rng.random(n) < 0.5)[:, None], rng.random((n, d)) < eps)
+    assert total_correlation(states, "plugin") == pytest.approx(antipodal_mixture_closed_form(d, eps)[1], abs=tolerance)
+
+
+def test_wide_independent_layers_read_near_zero_and_wide_structured_layers_read_large():
+    rng = np.random.default_rng(14)
+    independent = (rng.random((1000, 1000)) < rng.uniform(0.05, 0.95, 1000)).astype(np.uint8)
+    assert abs(total_correlation(independent, "kde")) < 0.1
+    assert total_correlation(noisy_prototypes(1000, 1000, 10, 0.1, seed=15), "kde") > 10.0
+
+
+def kde_total_correlation_reference(states: np.ndarray, product: np.ndarray, bandwidth: float) -> float:
+    """The leave-one-out density ratio written out densely, to check the chunked version."""
+    s, f = states.astype(np.float64), product.astype(np.float64)
+    data_distances = ((s[:, None, :] - s[None, :, :]) ** 2).sum(axis=2)
+    product_distances = ((s[:, None, :] - f[None, :, :]) ** 2).sum(axis=2)
+    variance = bandwidth * product_distances.mean()
+    kernel = np.exp(-data_distances / (2 * variance))
+    np.fill_diagonal(kernel, 0.0)
+    p_hat = kernel.sum(axis=1) / (len(s) - 1)
+    q_hat = np.exp(-product_distances / (2 * variance)).mean(axis=1)
+    return float(np.mean(np.log2(p_hat / q_hat)))
+
+
+def test_kernel_total_correlation_equals_dense_reference_for_any_chunking():
+    states = noisy_prototypes(150, 40, 4, 0.2, seed=16)
+    product = _product_samples(activation_rates(states), 120, seed=3).unpack()
+    expected = kde_total_correlation_reference(states, product, 0.05)
+    for row_chunk in (1024, 7):
+        value = total_correlation(states, "kde", bandwidth=0.05, n_product_samples=120, seed=3, row_chunk=row_chunk)
+        assert value == pytest.approx(expected, rel=1e-9)
+    assert total_correlation(torch.from_numpy(states).bool(), "kde", bandwidth=0.05, n_product_samples=120, seed=3) == (
+        pytest.approx(expected, rel=1e-9)
+    )
+
+
+def test_kernel_total_correlation_is_deterministic_given_the_seed():
+    states = noisy_prototypes(300, 64, 3, 0.2, seed=17)
+    assert total_correlation(states, "kde", seed=5) == total_correlation(states, "kde", seed=5)
+    assert total_correlation(states, "kde", seed=5) != total_correlation(states, "kde", seed=6)
+
+
+def test_constant_units_have_zero_total_correlation():
+    states = np.tile(np.array([[1, 0, 1, 1]], dtype=np.uint8), (50, 1))
+    assert total_correlation(states, "kde") == 0.0
+    assert total_correlation(states, "plugin") == 0.0
+
+
+def test_unknown_total_correlation_method_is_rejected_with_choices():
+    with pytest.raises(TCMethodError, match=r"unknown total-correlation method 'shannon'; choose one of \['plugin', 'kde'\]"):
+        total_correlation(np.ones((3, 3)), "shannon")
+
+
+def test_plugin_total_correlation_refuses_patterns_that_never_repeat_and_suggests_kde():
+    states = far_apart_prototypes(200, 300)
+    with pytest.raises(TCMethodError, match=r"all N=200 gating patterns \(d=300\) are distinct.*use method='kde'"):
+        total_correlation(states, "plugin")
+    assert isinstance(TCMethodError("x"), EstimatorSettingError)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"bandwidth": 0.0}, "bandwidth must be a finite number > 0"),
+        ({"bandwidth": float("nan")}, "bandwidth must be a finite number > 0"),
+        ({"n_product_samples": 0}, "n_product_samples must be an integer >= 1"),
+    ],
+)
+def test_bad_kernel_total_correlation_settings_are_rejected(kwargs, message):
+    with pytest.raises(EstimatorSettingError, match=message):
+        total_correlation(np.eye(4, dtype=np.uint8), "kde", **kwargs)
+
+
+def test_total_correlation_needs_two_samples():
+    with pytest.raises(InvalidStatesError, match="at least 2 samples"):
+        total_correlation(np.ones((1, 5)), "kde")

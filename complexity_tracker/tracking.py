@@ -3,8 +3,10 @@
 :class:`ComplexityTracker` measures the complexity of a model's gating layers on a fixed probe
 set and logs it, with the training metrics, as MLflow metrics whose step is the epoch:
 
-* ``H/<layer>``, ``I_XSY/<layer>``, ``TC/<layer>`` (bits) for every gating layer and for
-  ``network`` (all layers concatenated); ``I_XS/<layer>`` as well when the model is stochastic;
+* ``H/<layer>``, ``I_XSY/<layer>``, ``TC/<layer>`` and ``additivity_gap/<layer>`` (H + TC - C)
+  (bits) for every gating layer and for ``network`` (all layers concatenated); for stochastic
+  models also ``I_XS/<layer>`` and ``conditional_capped/<layer>`` (1 when H(S|X) reached its
+  ceiling log2 K, see :class:`~complexity_tracker.metrics.LayerComplexity`);
 * the training metrics it is given (``train_loss``, ``test_loss``, ``train_acc``, ``test_acc``,
   ``loss_gap``, ...) under their own names.
 
@@ -48,7 +50,15 @@ from torch import nn
 from . import __version__
 from .errors import ComplexityTrackerError
 from .estimators import EntropyEstimator, make_estimator
-from .metrics import METRIC_NAMES, ComplexityReport, class_balanced_probe, measure_complexity
+from .metrics import (
+    DEFAULT_REPEATS,
+    METRIC_NAMES,
+    ComplexityReport,
+    check_probe,
+    check_repeats,
+    class_balanced_probe,
+    measure_complexity,
+)
 from .nn_utils import find_stochastic_modules
 from .plots import plot_layer_complexity
 from .tracking_store import check_tracking_server, resolve_tracking_uri
@@ -57,9 +67,9 @@ if TYPE_CHECKING:
     from .training import EpochResult
 
 DEFAULT_EXPERIMENT = "complexity-tracker"
-#: Complexity values logged as metrics (``I_XS`` is added for stochastic models); the rest
-#: (``C``, ``d``, ``N``) is in the ``complexity/complexity.csv`` artifact.
-LOGGED_COMPLEXITY = ("H", "I_XSY", "TC")
+#: Complexity values logged as metrics (``I_XS`` and ``conditional_capped`` are added for
+#: stochastic models); the rest (``C``, ``d``, ``N``) is in the ``complexity/complexity.csv`` artifact.
+LOGGED_COMPLEXITY = ("H", "I_XSY", "TC", "additivity_gap")
 #: MLflow accepts at most 1000 metrics per ``log_batch`` call.
 MAX_METRICS_PER_BATCH = 1000
 MAX_PARAMS_PER_BATCH = 100
@@ -154,9 +164,11 @@ class ComplexityTracker:
         layers: gating layers to measure (module paths or glob patterns); ``None`` for all.
         estimator: ``"kde"`` or ``"plugin"``, or an estimator instance.
         kde_lam: kernel width of ``"kde"``; ``None`` for the paper's automatic choice.
+        tc_method: total-correlation estimator, ``"kde"`` or ``"plugin"`` (see
+            :func:`~complexity_tracker.metrics.measure_complexity`).
         stochastic: measure I(X;S) with dropout/sampling on; ``None`` detects it from the model
             (see :func:`is_stochastic`) at the first measurement.
-        repeats: stochastic forward passes per probe input.
+        repeats: K, stochastic forward passes per probe input (>= 2).
         measure_every: measure complexity at epochs divisible by k (and at ``last_epoch``);
             training metrics are logged every epoch.
         last_epoch: the final epoch, always measured.
@@ -166,7 +178,7 @@ class ComplexityTracker:
     Attributes:
         run_id: the MLflow run id (after :meth:`start`).
         history: one dict per logged epoch: ``epoch``, the training metrics and every complexity
-            value (``"<metric>/<layer>"``, all of H, I_XS, I_XSY, C, TC).
+            value (``"<metric>/<layer>"``, all of H, I_XS, I_XSY, C, TC, additivity_gap).
         reports: ``{epoch: ComplexityReport}`` of the measured epochs.
     """
 
@@ -184,16 +196,17 @@ class ComplexityTracker:
         layers: str | Sequence[str] | None = None,
         estimator: str | EntropyEstimator = "kde",
         kde_lam: float | None = None,
+        tc_method: str = "kde",
         stochastic: bool | None = None,
-        repeats: int = 10,
+        repeats: int = DEFAULT_REPEATS,
         measure_every: int = 1,
         last_epoch: int | None = None,
         killed_exceptions: tuple[type[BaseException], ...] = (KeyboardInterrupt,),
         server_timeout_s: float = 5.0,
     ) -> None:
-        for name, value in (("measure_every", measure_every), ("repeats", repeats)):
-            if not isinstance(value, int) or value < 1:
-                raise TrackerSettingError(f"{name} must be an integer >= 1, got {value!r}")
+        if not isinstance(measure_every, int) or measure_every < 1:
+            raise TrackerSettingError(f"measure_every must be an integer >= 1, got {measure_every!r}")
+        check_repeats(repeats)
         self.probe_inputs = probe_inputs
         self.probe_labels = torch.as_tensor(probe_labels)
         if self.probe_labels.ndim != 1 or len(self.probe_labels) != len(probe_inputs):
@@ -201,6 +214,7 @@ class ComplexityTracker:
                 f"probe_labels must hold one label per probe input: {len(probe_inputs)} inputs, "
                 f"labels of shape {tuple(self.probe_labels.shape)}"
             )
+        check_probe(probe_inputs, self.probe_labels)
         if isinstance(estimator, str):
             estimator = make_estimator(estimator, **({"kernel_width": kde_lam} if estimator == "kde" else {}))
         self.estimator = estimator
@@ -211,6 +225,7 @@ class ComplexityTracker:
         self.tags = dict(tags or {})
         self.config = config.to_dict() if hasattr(config, "to_dict") else dict(config or {})
         self.layers = layers
+        self.tc_method = tc_method
         self.stochastic = stochastic
         self.repeats = repeats
         self.measure_every = measure_every
@@ -286,6 +301,7 @@ class ComplexityTracker:
                 **self.probe_params,
                 "measure_every": self.measure_every,
                 "layers": self.layers if self.layers is not None else "all",
+                "tc_method": self.tc_method,
                 "stochastic": "auto" if self.stochastic is None else self.stochastic,
                 "repeats": self.repeats,
             }
@@ -384,19 +400,21 @@ class ComplexityTracker:
             self.probe_labels,
             layers=self.layers,
             estimator=self.estimator,
+            tc_method=self.tc_method,
             stochastic=self.stochastic,
             repeats=self.repeats,
         )
 
     def _complexity_metrics(self, report: ComplexityReport) -> dict[str, float]:
-        names = LOGGED_COMPLEXITY + (("I_XS",) if report.stochastic else ())
+        names = LOGGED_COMPLEXITY + (("I_XS", "conditional_capped") if report.stochastic else ())
         return {metric_key(name, r.name): float(getattr(r, name)) for r in report.records for name in names}
 
     # ------------------------------------------------------------------ artifacts
     def complexity_rows(self) -> list[dict[str, Any]]:
-        """Every measured value: one row per (epoch, layer) with H, I_XS, I_XSY, C, TC (bits), d, N."""
+        """Every measured value: one row per (epoch, layer) with METRIC_NAMES (bits), d, N, conditional_capped."""
         return [
-            {"epoch": epoch, "layer": r.name, **{m: getattr(r, m) for m in METRIC_NAMES}, "d": r.d, "N": r.N}
+            {"epoch": epoch, "layer": r.name, **{m: getattr(r, m) for m in METRIC_NAMES}, "d": r.d, "N": r.N,
+             "conditional_capped": r.conditional_capped}
             for epoch, report in self.reports.items()
             for r in report.records
         ]
@@ -459,7 +477,7 @@ def _file_name(layer: str) -> str:
 
 def _to_csv(rows: list[dict[str, Any]]) -> str:
     buffer = io.StringIO()
-    fields = ["epoch", "layer", *METRIC_NAMES, "d", "N"]
+    fields = ["epoch", "layer", *METRIC_NAMES, "d", "N", "conditional_capped"]
     writer = csv.DictWriter(buffer, fieldnames=fields)
     writer.writeheader()
     writer.writerows(rows)

@@ -117,7 +117,8 @@ def test_user_loop_logs_every_layer_metric_and_epoch_to_the_default_store(store_
     assert len(rows) == (EPOCHS + 1) * len(layers)
     assert {r["layer"] for r in rows} == set(layers)
     row = next(r for r in rows if r["layer"] == "1" and r["epoch"] == "2")
-    assert float(row["H"]) + float(row["TC"]) == pytest.approx(float(row["C"]))
+    assert float(row["H"]) + float(row["TC"]) - float(row["C"]) == pytest.approx(float(row["additivity_gap"]))
+    assert row["conditional_capped"] == "False"
     with np.load(f"{local}/activation_rates.npz") as rates:
         assert rates["1@epoch2"].shape == (16,) and ((0 <= rates["1@epoch2"]) & (rates["1@epoch2"] <= 1)).all()
 
@@ -133,7 +134,8 @@ def test_each_epoch_is_one_log_batch_request(store_cwd, digits, monkeypatch):
         tracker.log_epoch(epoch, model, {"train_loss": 1.0})
         assert len(calls) == epoch + 1
         assert {m.step for m in calls[-1]["metrics"]} == {epoch}
-    assert [len(c["metrics"]) for c in calls] == [1 + 9, 1, 1 + 9]  # complexity only on measured epochs
+    per_epoch = 1 + 3 * len(LOGGED_COMPLEXITY)  # train_loss + each value of layers 1, 3 and network
+    assert [len(c["metrics"]) for c in calls] == [per_epoch, 1, per_epoch]  # complexity only on measured epochs
     tracker.end()
 
 
@@ -146,8 +148,8 @@ def test_more_metrics_than_one_batch_holds_are_split(store_cwd, digits, monkeypa
         real_log_batch = tracker._client.log_batch
         monkeypatch.setattr(tracker._client, "log_batch", lambda *a, **kw: calls.append(kw) or real_log_batch(*a, **kw))
         tracker.log_epoch(0, small_mlp(), {"train_loss": 2.0})
-    assert [len(c["metrics"]) for c in calls] == [4, 4, 2]
-    assert len(MlflowClient(f"sqlite:///{store_cwd}/mlflow.db").get_run(tracker.run_id).data.metrics) == 10
+    assert [len(c["metrics"]) for c in calls] == [4, 4, 4, 1]  # train_loss + 4 values x 3 records = 13
+    assert len(MlflowClient(f"sqlite:///{store_cwd}/mlflow.db").get_run(tracker.run_id).data.metrics) == 13
 
 
 def test_dropout_model_also_logs_I_XS(store_cwd, digits):
@@ -160,6 +162,7 @@ def test_dropout_model_also_logs_I_XS(store_cwd, digits):
     assert metrics["I_XS/1"] == pytest.approx(metrics["H/1"])  # the first gates come before any dropout
     for layer in ("4", "network"):
         assert metrics[f"I_XS/{layer}"] < metrics[f"H/{layer}"]  # dropout makes H(S|X) > 0
+    assert metrics["conditional_capped/1"] == 0.0  # deterministic given X: H(S|X) = 0, far below log2 3
 
 
 @pytest.mark.parametrize(

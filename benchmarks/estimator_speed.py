@@ -1,9 +1,11 @@
-"""Speed and memory of the kernel entropy estimate, measured side by side in one run.
+"""Speed and memory of the kernel entropy and total-correlation estimates, measured side by side in one run.
 
 Prints, for N = 2000 probes:
   1. the row-loop reference vs the vectorised estimate at d = 3072 (target: >= 100x, same value);
   2. one float32 matrix product of the same shape, the floor (target: estimate within 3x of it);
-  3. a conv-sized layer, d = 65,536, in a fresh process (target: < 30 s, < 2 GB peak memory).
+  3. the kernel total correlation (M = N product samples) at d = 3072, as a ratio to the entropy
+     (expected about 3x: an (N, N) half product, an (N, M) full product and the draws);
+  4. a conv-sized layer, d = 65,536, in a fresh process (target: < 30 s, < 2 GB peak memory).
 
 Usage: python benchmarks/estimator_speed.py [--skip-reference]
 """
@@ -20,7 +22,7 @@ import time
 import numpy as np
 import torch
 
-from complexity_tracker.estimators import as_packed, kde_entropy, kde_entropy_reference
+from complexity_tracker.estimators import as_packed, kde_entropy, kde_entropy_reference, total_correlation
 from complexity_tracker.gating import PackedStates
 
 N, D_VECTOR, D_CONV = 2000, 3072, 65_536
@@ -68,6 +70,9 @@ def main() -> None:
     matmul_s, _ = best_of(5, lambda: dense @ dense.T)
     print(f"vectorised kde     N={N} d={D_VECTOR}: {fast_s:8.3f} s  H = {fast_value:.12f} bits")
     print(f"float32 matmul     (N,d)x(d,N) floor: {matmul_s:8.3f} s  estimate / floor = {fast_s / matmul_s:.2f}x (target <= 3x)")
+    tc_s, tc_value = best_of(5, lambda: total_correlation(packed, "kde"))
+    print(f"kde total corr.    N={N} d={D_VECTOR}: {tc_s:8.3f} s  TC = {tc_value:.4f} bits, "
+          f"{tc_s / fast_s:.2f}x the entropy estimate")
     if not args.skip_reference:
         slow_s, slow_value = best_of(1, lambda: kde_entropy_reference(states, kernel_width=0.01))
         print(f"row-loop reference N={N} d={D_VECTOR}: {slow_s:8.3f} s  H = {slow_value:.12f} bits")

@@ -292,7 +292,7 @@ def _kde_total_correlation(
 
 def total_correlation(
     states: np.ndarray | torch.Tensor | PackedStates,
-    method: str = "plugin",
+    method: str = "kde",
     *,
     bandwidth: float = DEFAULT_TC_BANDWIDTH,
     n_product_samples: int | None = None,
@@ -336,7 +336,7 @@ def total_correlation(
 
     Args:
         states: (N, d) 0/1 matrix (numpy, torch, or packed), N >= 2.
-        method: ``"plugin"`` or ``"kde"``.
+        method: ``"kde"`` (default, as in measure_complexity) or ``"plugin"``.
         bandwidth: kde kernel variance as a fraction of ``Dbar``.
         n_product_samples: M, draws from the product of marginals (kde; default N).
         seed: seed of those draws; the estimate is deterministic given it.

@@ -69,7 +69,7 @@ class RunConfig:
     adversarial_training: bool = False
     adv_eps: float = 0.1
     # complexity measurement
-    probe_per_class: int = 200
+    probe_per_class: int = 100  # fits digits' default training split (its smallest class holds 116)
     estimator: str = "kde"
     kde_lam: float | None = None
     measure_every: int = 1

@@ -40,7 +40,7 @@ def test_measure_json_matches_the_api_values(checkpoint, capsys):
     assert layers[-1]["name"] == "network"
     for record in layers:
         assert record["estimator"] == "plugin"
-        assert math.isclose(record["H"] + record["TC"], record["C"], abs_tol=1e-9)
+        assert math.isclose(record["H"] + record["TC"] - record["C"], record["additivity_gap"], abs_tol=1e-9)
 
 
 def test_measure_reports_a_missing_checkpoint_cleanly(tmp_path, capsys):

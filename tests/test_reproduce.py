@@ -113,7 +113,7 @@ def test_entanglement_claim_uses_h_and_tc_per_layer(tmp_path: Path) -> None:
     records = [_record(i, RISING + i, seed=i) for i in range(2)]
     result = claims.entanglement(records, tmp_path)
     assert result.verdict == REPRODUCED
-    assert result.numbers["identity_error"] < 1e-9
+    assert result.numbers["max_additivity_gap"] < 1e-9
     assert all(row["negative (p<0.05)"] == "yes" for row in result.our_measurements)
 
 

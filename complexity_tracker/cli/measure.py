@@ -20,7 +20,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "on a class-balanced probe of the training split of the checkpoint's dataset."
     )
     parser.add_argument("checkpoints", nargs="+", metavar="CHECKPOINT", help="files written by save_checkpoint")
-    parser.add_argument("--per-class", type=int, default=200, help="probe samples per class (default: 200)")
+    parser.add_argument("--per-class", type=int, default=None,
+                        help="probe samples per class (default: the checkpoint's probe_per_class)")
     parser.add_argument("--probe-seed", type=int, default=0, help="seed of the probe sample (default: 0)")
     parser.add_argument("--estimator", choices=sorted(ESTIMATORS), default="kde", help="entropy estimator (default: kde)")
     parser.add_argument("--lam", type=float, default=None, help="kde kernel width (default: 0.01 vectors, 0.04 maps)")
@@ -41,7 +42,8 @@ def run(args: argparse.Namespace) -> int:
     for path in args.checkpoints:
         model, config = load_checkpoint(path)
         data = load_data(config)
-        probe = class_balanced_probe(data.y_train, per_class=args.per_class, seed=args.probe_seed)
+        per_class = args.per_class if args.per_class is not None else config.probe_per_class
+        probe = class_balanced_probe(data.y_train, per_class=per_class, seed=args.probe_seed)
         report = measure_complexity(
             model, data.x_train[probe], data.y_train[probe], layers=args.layers, estimator=args.estimator,
             stochastic=args.stochastic, repeats=args.repeats, lam=args.lam,

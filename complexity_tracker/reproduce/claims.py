@@ -235,17 +235,17 @@ def phenomenon3(records: Sequence[TrialRecord], figure_dir: Path) -> ClaimResult
 # ------------------------------------------------------------------------------ complexity vs entanglement
 
 def entanglement(records: Sequence[TrialRecord], figure_dir: Path) -> ClaimResult:
-    """H(S_l) and TC(S_l) are negatively correlated, and H + TC = C_l."""
+    """H(S_l) and TC(S_l) are negatively correlated; the largest |H + TC - C_l| of the estimates is reported."""
     _require(records, "phenomenon1/2/3")
     points: dict[str, tuple[list[float], list[float]]] = defaultdict(lambda: ([], []))
-    identity_error = 0.0
+    max_gap = 0.0
     for record in records:
         for layer in record.layers():
             for row in record.history:
                 if f"H/{layer}" not in row:
                     continue
                 h, tc, c = row[f"H/{layer}"], row[f"TC/{layer}"], row[f"C/{layer}"]
-                identity_error = max(identity_error, abs(h + tc - c))
+                max_gap = max(max_gap, abs(h + tc - c))
                 group = f"{record.config.model}-{record.config.depth} {layer}" if record.config.model == "resmlp" \
                     else f"{record.config.model} {layer}"
                 points[group][0].append(h)
@@ -260,29 +260,27 @@ def entanglement(records: Sequence[TrialRecord], figure_dir: Path) -> ClaimResul
                      "p": f"{p_value:.2g}", "negative (p<0.05)": "yes" if significant else "no"})
     share = negatives / len(points) if points else float("nan")
     verdict = criteria.share_verdict(share, criteria.REPRODUCED_FRACTION, criteria.PARTLY_FRACTION)
-    if identity_error > 1e-6:
-        verdict = criteria.NOT_REPRODUCED
     figure = plot_grouped_scatter(
         {g: p for g, p in points.items()}, title="H(S_l) vs TC(S_l) over epochs and seeds, per layer",
-        xlabel="H(S_l) (bits)", ylabel="TC(S_l) = C_l - H(S_l) (bits)",
+        xlabel="H(S_l) (bits)", ylabel="TC(S_l) (bits)",
     )
     return ClaimResult(
         name="entanglement",
-        title="Complexity vs entanglement: H(S_l) + TC(S_l) = C_l, negatively correlated",
+        title="Complexity vs entanglement: H(S_l) and TC(S_l) negatively correlated",
         paper_statement="The complexity H(S_l) and the entanglement TC(S_l) of a layer are negatively correlated; "
                         "H(S_l) + TC(S_l) = C_l.",
         paper_numbers="Proof plus a verification plot (no table).",
         our_measurements=rows,
         verdict=verdict,
         reason=f"rho(H, TC) < 0 with p < {criteria.ALPHA} in {negatives} of {len(points)} (model, layer) groups "
-               f"(median rho {np.nanmedian(rhos):.2f}); H + TC = C holds to {identity_error:.1e} bits "
-               "(by construction: TC is computed as C - H)",
+               f"(median rho {np.nanmedian(rhos):.2f}); |H + TC - C| reaches {max_gap:.2f} bits: H and TC are "
+               "estimated separately, so the paper's identity holds for true entropies, not for the estimates",
         criterion=f"Per (model, layer), Spearman rho between H(S_l) and TC(S_l) over all measured epochs and "
                   f"seeds of the phenomenon studies; reproduced when at least {criteria.REPRODUCED_FRACTION:.0%} "
                   f"of the groups are negative with p < {criteria.ALPHA}, partly when at least "
-                  f"{criteria.PARTLY_FRACTION:.0%} are; not reproduced if |H + TC - C| exceeds 1e-6 bits anywhere.",
+                  f"{criteria.PARTLY_FRACTION:.0%} are.",
         figures=[save(figure, figure_dir / "entanglement.png")],
-        numbers={"share_negative": share, "median_rho": float(np.nanmedian(rhos)), "identity_error": identity_error},
+        numbers={"share_negative": share, "median_rho": float(np.nanmedian(rhos)), "max_additivity_gap": max_gap},
     )
 
 

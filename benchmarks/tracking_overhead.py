@@ -92,8 +92,8 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     mnist = RunConfig(model="mlp_mnist", dataset="digits", epochs=args.epochs, batch_size=128, lr=0.05,
-                      probe_per_class=200, device="cpu")
-    digits = RunConfig(dataset="digits", epochs=args.epochs, probe_per_class=200, device="cpu")
+                      probe_per_class=100, device="cpu")
+    digits = RunConfig(dataset="digits", epochs=args.epochs, probe_per_class=100, device="cpu")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, "
           f"{args.epochs} epochs per case (epoch 0 excluded)")
     with tempfile.TemporaryDirectory() as folder:

@@ -281,7 +281,11 @@ def _kde_total_correlation(
     gram, counts, _ = _gram_and_counts(packed, device)
     cross, _, product_counts = _gram_and_counts(packed, device, product)
     n, m = packed.n_samples, product.n_samples
-    mean_distance = (counts.double().mean() + product_counts.double().mean() - 2.0 * cross.double().mean()).item()
+    mean_distance = (  # Dbar: the mean over (i, m) of |s_i| + |f_m| - 2 s_i . f_m
+        counts.sum(dtype=torch.float64).item() / n
+        + product_counts.sum(dtype=torch.float64).item() / m
+        - 2.0 * cross.sum(dtype=torch.float64).item() / (n * m)
+    )
     if mean_distance <= 0.0:
         return 0.0  # every unit is constant: p(s) is one pattern and equals the product of its marginals
     scale = 1.0 / (2.0 * bandwidth * mean_distance)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import types
+import typing
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +26,10 @@ LOSS_METHODS = ("none", "ebm", "kde", "marginal")
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("none", "cosine", "step")
 ESTIMATOR_NAMES = ("kde", "plugin")
+
+
+#: Old setting names that now fail with a message naming the new one.
+RENAMED_FIELDS = {"kde_lam": "kernel_width"}
 
 
 @dataclass
@@ -71,7 +77,7 @@ class RunConfig:
     # complexity measurement
     probe_per_class: int = 100  # fits digits' default training split (its smallest class holds 116)
     estimator: str = "kde"
-    kde_lam: float | None = None
+    kernel_width: float | None = None
     measure_every: int = 1
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -85,6 +91,7 @@ class RunConfig:
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` naming the field and the accepted values."""
+        _check_field_types(self)
         choices = {
             "model": MODELS,
             "dataset": DATASETS,
@@ -124,8 +131,12 @@ class RunConfig:
             )
         if not (self.lr > 0):
             raise ConfigError(f"lr must be > 0, got {self.lr!r}")
-        if self.kde_lam is not None and not self.kde_lam > 0:
-            raise ConfigError(f"kde_lam must be > 0 or None (automatic), got {self.kde_lam!r}")
+        if self.kernel_width is not None and not self.kernel_width > 0:
+            raise ConfigError(f"kernel_width must be > 0 or None (automatic), got {self.kernel_width!r}")
+        if self.lam > 0 and self.loss_method == "none":
+            raise ConfigError(
+                f"lam={self.lam} but loss_method='none': choose loss_method ebm, kde or marginal, or set lam=0"
+            )
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> RunConfig:
@@ -134,14 +145,47 @@ class RunConfig:
         if "log10_lam" in values:
             log10_lam = values.pop("log10_lam")
             values["lam"] = 0.0 if log10_lam is None or log10_lam == -math.inf else 10.0 ** float(log10_lam)
+        for old, new in RENAMED_FIELDS.items():
+            if old in values:
+                raise ConfigError(f"run setting {old!r} was renamed {new!r}; write {new} = {values[old]!r}")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
             raise ConfigError(f"unknown run setting(s) {unknown}; known settings: {', '.join(sorted(known))}")
         return cls(**values)
 
+    @classmethod
+    def from_saved(cls, values: dict[str, Any]) -> RunConfig:
+        """Rebuild a config saved by this or an earlier version (checkpoints, a run's ``config.json``):
+        settings saved under an old name are read under their new name."""
+        values = {RENAMED_FIELDS.get(name, name): value for name, value in values.items()}
+        return cls.from_dict(values)
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     def replace(self, **changes: Any) -> RunConfig:
         return dataclasses.replace(self, **changes)
+
+
+_TYPE_WORDS = {int: "an integer", float: "a number", str: "a string", bool: "true or false", list: "a list",
+               dict: "a table", type(None): "null"}
+
+
+def _check_field_types(config: RunConfig) -> None:
+    """Raise :class:`ConfigError` for a field whose value does not have the field's declared type
+    (an integer is accepted for a float field; true/false is not a number)."""
+    hints = typing.get_type_hints(RunConfig)
+    for item in dataclasses.fields(config):
+        value = getattr(config, item.name)
+        allowed = _allowed_types(hints[item.name])
+        if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
+            words = " or ".join(_TYPE_WORDS[t] for t in allowed if not (t is int and float in allowed))
+            raise ConfigError(f"{item.name} must be {words}, got {value!r} ({type(value).__name__}); correct its value")
+
+
+def _allowed_types(hint: Any) -> tuple[type, ...]:
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        return tuple(t for arg in typing.get_args(hint) for t in _allowed_types(arg))
+    origin = typing.get_origin(hint) or hint
+    return (float, int) if origin is float else (origin,)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -27,7 +28,7 @@ class ExperimentResult:
             every complexity value (``"<metric>/<layer>"``, bits).
         final_report: complexity at the last measured epoch.
         model: the trained model.
-        model_uri: where ``mlflow.pytorch.load_model`` finds it (``None`` with ``log_model=False``).
+        experiment_id: the MLflow experiment holding the run.
     """
 
     run_id: str
@@ -35,7 +36,14 @@ class ExperimentResult:
     history: list[dict[str, float]]
     final_report: ComplexityReport | None
     model: nn.Module
-    model_uri: str | None = None
+    experiment_id: str
+
+
+def default_run_name(config: RunConfig, prefix: str = "") -> str:
+    """A run name that tells runs apart: model, depth x width, complexity-loss weight, seed and a
+    random 4-hex-digit suffix, e.g. ``mlp-4x128-lam1e-03-seed0-9f3a``."""
+    lam = f"lam{config.lam:.0e}" if config.lam else "lam0"
+    return f"{prefix}{config.model}-{config.depth}x{config.width}-{lam}-seed{config.seed}-{secrets.token_hex(2)}"
 
 
 def run_experiment(
@@ -60,6 +68,9 @@ def run_experiment(
     ``killed_exceptions`` (e.g. Ctrl-C, ``optuna.TrialPruned``); FAILED for any other exception.
     Exceptions are re-raised; metrics and artifacts logged until then stay in the run.  ``stop``
     is passed to :func:`~complexity_tracker.training.train` (a requested stop ends the run KILLED).
+    ``run_name`` defaults to :func:`default_run_name`.  ``log_model`` stores the trained weights as a plain
+    state_dict (:meth:`~complexity_tracker.tracking.ComplexityTracker.log_state_dict`), which with
+    the run's ``config.json`` rebuilds the model.
 
     Raises:
         TrackingServerUnreachableError: the tracking server does not answer (before training).
@@ -75,27 +86,26 @@ def run_experiment(
         seed=config.data_seed,
         tracking_uri=tracking_uri,
         experiment_name=experiment_name,
-        run_name=run_name,
+        run_name=run_name or default_run_name(config),
         parent_run_id=parent_run_id,
         tags=tags,
         config=config,
         estimator=config.estimator,
-        kde_lam=config.kde_lam,
+        kernel_width=config.kernel_width,
         stochastic=None,
         measure_every=config.measure_every,
         last_epoch=config.epochs,
         killed_exceptions=killed_exceptions,
     )
-    model_uri = None
     with tracker:
         result = train(model, data, config, callbacks=[tracker, *callbacks], progress=progress, stop=stop)
         if log_model:
-            model_uri = tracker.log_model(result.model)
+            tracker.log_state_dict(result.model)
     return ExperimentResult(
         run_id=tracker.run_id,
         config=config,
         history=tracker.history,
         final_report=tracker.reports[max(tracker.reports)] if tracker.reports else None,
         model=result.model,
-        model_uri=model_uri,
+        experiment_id=tracker.experiment_id,
     )

@@ -271,7 +271,7 @@ def build_complexity_loss(model: nn.Module, config: RunConfig) -> ComplexityLoss
     if config.loss_method == "marginal":
         return MarginalEntropyLoss(model, config.loss_layers, config.loss_beta)
     if config.loss_method == "kde":
-        return KDEEntropyLoss(model, config.loss_layers, config.loss_beta, config.kde_lam)
+        return KDEEntropyLoss(model, config.loss_layers, config.loss_beta, config.kernel_width)
     if config.loss_method == "ebm":
         return EnergyEntropyLoss(model, config.loss_layers, config.loss_beta, config.ebm_steps, config.ebm_tau)
     raise ConfigError(f"unknown loss_method {config.loss_method!r}; choose none, ebm, kde or marginal")

@@ -61,12 +61,11 @@ from .metrics import (
 )
 from .nn_utils import find_stochastic_modules
 from .plots import plot_layer_complexity
-from .tracking_store import check_tracking_server, resolve_tracking_uri
+from .tracking_store import DEFAULT_EXPERIMENT, check_tracking_server, resolve_tracking_uri
 
 if TYPE_CHECKING:
     from .training import EpochResult
 
-DEFAULT_EXPERIMENT = "complexity-tracker"
 #: Complexity values logged as metrics (``I_XS`` and ``conditional_capped`` are added for
 #: stochastic models); the rest (``C``, ``d``, ``N``) is in the ``complexity/complexity.csv`` artifact.
 LOGGED_COMPLEXITY = ("H", "I_XSY", "TC", "additivity_gap")
@@ -163,7 +162,7 @@ class ComplexityTracker:
             :class:`~complexity_tracker.config.RunConfig`): logged as params and as ``config.json``.
         layers: gating layers to measure (module paths or glob patterns); ``None`` for all.
         estimator: ``"kde"`` or ``"plugin"``, or an estimator instance.
-        kde_lam: kernel width of ``"kde"``; ``None`` for the paper's automatic choice.
+        kernel_width: kernel width of ``"kde"``; ``None`` for the paper's automatic choice.
         tc_method: total-correlation estimator, ``"kde"`` or ``"plugin"`` (see
             :func:`~complexity_tracker.metrics.measure_complexity`).
         stochastic: measure I(X;S) with dropout/sampling on; ``None`` detects it from the model
@@ -177,6 +176,7 @@ class ComplexityTracker:
 
     Attributes:
         run_id: the MLflow run id (after :meth:`start`).
+        experiment_id: the id of its MLflow experiment (after :meth:`start`).
         history: one dict per logged epoch: ``epoch``, the training metrics and every complexity
             value (``"<metric>/<layer>"``, all of H, I_XS, I_XSY, C, TC, additivity_gap).
         reports: ``{epoch: ComplexityReport}`` of the measured epochs.
@@ -195,7 +195,7 @@ class ComplexityTracker:
         config: Mapping[str, Any] | Any | None = None,
         layers: str | Sequence[str] | None = None,
         estimator: str | EntropyEstimator = "kde",
-        kde_lam: float | None = None,
+        kernel_width: float | None = None,
         tc_method: str = "kde",
         stochastic: bool | None = None,
         repeats: int = DEFAULT_REPEATS,
@@ -216,7 +216,7 @@ class ComplexityTracker:
             )
         check_probe(probe_inputs, self.probe_labels)
         if isinstance(estimator, str):
-            estimator = make_estimator(estimator, **({"kernel_width": kde_lam} if estimator == "kde" else {}))
+            estimator = make_estimator(estimator, **({"kernel_width": kernel_width} if estimator == "kde" else {}))
         self.estimator = estimator
         self.tracking_uri = resolve_tracking_uri(tracking_uri)
         self.experiment_name = experiment_name
@@ -234,6 +234,7 @@ class ComplexityTracker:
         self.server_timeout_s = server_timeout_s
         self.probe_params: dict[str, Any] = {"probe_size": len(probe_inputs)}
         self.run_id: str | None = None
+        self.experiment_id: str | None = None
         self.history: list[dict[str, float]] = []
         self.reports: dict[int, ComplexityReport] = {}
         self.measure_seconds: dict[int, float] = {}
@@ -268,13 +269,13 @@ class ComplexityTracker:
         check_tracking_server(self.tracking_uri, self.server_timeout_s)
         mlflow.set_tracking_uri(self.tracking_uri)
         self._client = MlflowClient(self.tracking_uri)
-        experiment_id = get_or_create_experiment(self._client, self.experiment_name)
+        self.experiment_id = get_or_create_experiment(self._client, self.experiment_name)
         tags = {VERSION_TAG: __version__, **self.tags}
         commit = git_commit()
         if commit:
             tags[GIT_COMMIT_TAG] = commit
         run = mlflow.start_run(
-            experiment_id=experiment_id,
+            experiment_id=self.experiment_id,
             run_name=self.run_name,
             parent_run_id=self.parent_run_id,
             nested=True,

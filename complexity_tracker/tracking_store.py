@@ -15,6 +15,8 @@ from .errors import ComplexityTrackerError
 
 #: Tracking store used when neither an argument nor ``MLFLOW_TRACKING_URI`` names one.
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+#: MLflow experiment of runs that name none.
+DEFAULT_EXPERIMENT = "complexity-tracker"
 
 
 class TrackingServerUnreachableError(ComplexityTrackerError, ConnectionError):

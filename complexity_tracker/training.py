@@ -16,7 +16,7 @@ import contextlib
 import math
 import os
 import random
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -332,8 +332,36 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError... for foreign files
         raise CheckpointError(f"{path} is not a complexity_tracker checkpoint: {exc}") from None
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path} is not a complexity_tracker checkpoint (format {CHECKPOINT_FORMAT})")
-    config = RunConfig.from_dict(payload["config"])
+        plain = isinstance(payload, dict) and all(isinstance(v, torch.Tensor) for v in payload.values())
+        raise CheckpointError(
+            f"{path} is {'a plain state_dict' if plain else 'not a complexity_tracker checkpoint'}: a checkpoint "
+            f"holds the weights with the run config that rebuilds the model (format {CHECKPOINT_FORMAT}). Write one "
+            "with `complexity-tracker train --save PATH` or complexity_tracker.training.save_checkpoint(path, model, "
+            "config), or measure your own model in Python with measure_complexity(model, inputs, labels)"
+        )
+    config = RunConfig.from_saved(payload["config"])
     model = build_model(config, tuple(payload["input_shape"]), payload["n_classes"])
-    model.load_state_dict(payload["state_dict"])
+    try:
+        model.load_state_dict(payload["state_dict"])
+    except RuntimeError as exc:
+        raise CheckpointError(
+            f"{path}: its weights do not fit the {_architecture(config)} its config describes "
+            f"({_first_mismatch(model.state_dict(), payload['state_dict'])}); the checkpoint was edited or written "
+            "by another version: write it again with `complexity-tracker train --save PATH`"
+        ) from exc
     return model, config
+
+
+def _architecture(config: RunConfig) -> str:
+    return f"{config.model} of depth {config.depth}, width {config.width}"
+
+
+def _first_mismatch(expected: Mapping[str, torch.Tensor], found: Mapping[str, torch.Tensor]) -> str:
+    """The first parameter whose name or shape differs between two state_dicts, in words."""
+    for name, tensor in expected.items():
+        if name not in found:
+            return f"missing {name}"
+        if tuple(found[name].shape) != tuple(tensor.shape):
+            return f"{name} has shape {tuple(found[name].shape)} where the model has {tuple(tensor.shape)}"
+    extra = next(iter(found.keys() - expected.keys()), None)
+    return f"unexpected {extra}" if extra else "mismatching weights"

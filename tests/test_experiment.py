@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import json
+import re
+import sys
 import time
+from pathlib import Path
 
 import mlflow
 import pytest
 import torch
+from mlflow.entities import ViewType
 from mlflow.tracking import MlflowClient
 
 from complexity_tracker.cli.main import main
 from complexity_tracker.config import RunConfig
-from complexity_tracker.experiment import run_experiment
-from complexity_tracker.tracking import LOGGED_COMPLEXITY, flatten_params, metric_key
+from complexity_tracker.experiment import default_run_name, run_experiment
+from complexity_tracker.models import build_model
+from complexity_tracker.tracking import LOGGED_COMPLEXITY, STATE_DICT_ARTIFACT, flatten_params, metric_key
 from servers import free_port
 
 TINY = RunConfig(model="mlp", depth=2, width=32, dataset="digits", n_train=400, n_test=200, epochs=2,
@@ -60,12 +65,13 @@ def test_run_on_a_tracking_server_holds_every_layer_metric_epoch_params_artifact
     assert (tmp_path / "plots" / "complexity_network.png").read_bytes()[:4] == b"\x89PNG"
     assert len(json.load(open(f"{local}/complexity/history.json"))) == TINY.epochs + 1
 
-    mlflow.set_tracking_uri(mlflow_server_url)
-    loaded = mlflow.pytorch.load_model(result.model_uri)
+    weights = torch.load(tmp_path / STATE_DICT_ARTIFACT, weights_only=True)
+    loaded = build_model(TINY, (1, 8, 8), 10).eval()
+    loaded.load_state_dict(weights)
     probe = torch.rand(5, 1, 8, 8)
     result.model.eval()
     with torch.no_grad():
-        assert torch.allclose(loaded(probe), result.model(probe), atol=1e-5)
+        assert torch.equal(loaded(probe), result.model(probe))
 
 
 @pytest.mark.parametrize(("error", "status"), [(RuntimeError("disk full"), "FAILED"), (KeyboardInterrupt(), "KILLED")])
@@ -90,7 +96,18 @@ def test_a_run_nests_under_its_parent(mlflow_server_url):
     result = run_experiment(TINY.replace(epochs=1), tracking_uri=mlflow_server_url, experiment_name="test-experiment",
                             parent_run_id=parent.info.run_id, log_model=False)
     assert client.get_run(result.run_id).data.tags["mlflow.parentRunId"] == parent.info.run_id
-    assert result.model_uri is None
+    assert client.list_artifacts(result.run_id, "weights") == []
+
+
+def test_automatic_run_names_tell_runs_apart(tmp_path):
+    store = f"sqlite:///{tmp_path}/mlflow.db"
+    configs = [TINY.replace(epochs=1), TINY.replace(epochs=1), TINY.replace(epochs=1, seed=1, depth=1)]
+    run_ids = [run_experiment(config, tracking_uri=store, log_model=False).run_id for config in configs]
+    names = [MlflowClient(store).get_run(run_id).info.run_name for run_id in run_ids]
+    assert len(set(names)) == 3
+    assert re.fullmatch(r"mlp-2x32-lam0-seed0-[0-9a-f]{4}", names[0]), names
+    assert names[2].startswith("mlp-1x32-lam0-seed1-")
+    assert default_run_name(TINY.replace(loss_method="kde", lam=0.003)).startswith("mlp-2x32-lam3e-03-seed0-")
 
 
 def test_train_command_uses_the_default_store_and_prints_how_to_browse(in_tmp_cwd, capsys):
@@ -99,7 +116,8 @@ def test_train_command_uses_the_default_store_and_prints_how_to_browse(in_tmp_cw
     out = capsys.readouterr().out
     assert code == 0
     run_id = out.split("run id: ")[1].split()[0]
-    assert "complexity-tracker ui" in out and f"/runs/{run_id}" in out
+    assert f"{Path(sys.executable).with_name('complexity-tracker')} ui --backend-store-uri sqlite:///{in_tmp_cwd}/mlflow.db" in out
+    assert f"/runs/{run_id}" in out
     client = MlflowClient(f"sqlite:///{in_tmp_cwd}/mlflow.db")
     assert (in_tmp_cwd / "mlflow.db").exists()
     assert [m.step for m in client.get_metric_history(run_id, "H/network")] == [0, 2, 3]  # every 2 and the last
@@ -118,6 +136,24 @@ def test_train_command_fails_fast_on_an_unreachable_server(in_tmp_cwd, capsys):
 def test_train_command_rejects_unknown_settings(in_tmp_cwd, capsys):
     assert main(["train", "--set", "widht=3"]) == 2
     assert "--set expects FIELD=VALUE" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("arguments", "message"), [
+    (["--set", "weight_decay=abc"], "weight_decay must be a number, got 'abc'"),
+    (["--set", "adversarial_training=yes"], "adversarial_training must be true or false, got 'yes'"),
+    (["--depth", "2", "--set", "loss_layers=3"], "loss_layers must be a list or null, got 3"),
+    (["--lam", "0.01"], "lam=0.01 but loss_method='none': choose loss_method ebm, kde or marginal"),
+    (["--set", "kde_lam=0.1"], "run setting 'kde_lam' was renamed 'kernel_width'"),
+    (["--save", "/nonexistent-folder/model.pt"], "cannot write to /nonexistent-folder"),
+])
+def test_bad_train_input_is_one_line_and_leaves_no_run(in_tmp_cwd, capsys, arguments, message):
+    store = f"sqlite:///{in_tmp_cwd}/mlflow.db"
+    assert main(["train", "--epochs", "1", "--quiet", "--tracking-uri", store, *arguments]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err
+    client = MlflowClient(store)
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    assert client.search_runs(experiments, run_view_type=ViewType.ALL) == []
 
 
 def test_ui_command_explains_what_it_cannot_serve(in_tmp_cwd, capsys, monkeypatch):

@@ -10,6 +10,7 @@ from ..estimators import ESTIMATORS
 from ..metrics import ComplexityReport, class_balanced_probe, measure_complexity
 from ..text_table import format_table
 from ..training import load_checkpoint
+from .renamed import add_renamed_flag
 
 COLUMNS = ("layer", "d", "N", "H", "I_XS", "I_XSY", "C", "TC")
 
@@ -19,12 +20,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "Measure H, I(X;S), I(X;S;Y), C and TC (bits) of every gating layer of each checkpoint, "
         "on a class-balanced probe of the training split of the checkpoint's dataset."
     )
-    parser.add_argument("checkpoints", nargs="+", metavar="CHECKPOINT", help="files written by save_checkpoint")
+    parser.add_argument("checkpoints", nargs="+", metavar="CHECKPOINT", help="files written by `train --save` or save_checkpoint")
     parser.add_argument("--per-class", type=int, default=None,
                         help="probe samples per class (default: the checkpoint's probe_per_class)")
     parser.add_argument("--probe-seed", type=int, default=0, help="seed of the probe sample (default: 0)")
     parser.add_argument("--estimator", choices=sorted(ESTIMATORS), default="kde", help="entropy estimator (default: kde)")
-    parser.add_argument("--lam", type=float, default=None, help="kde kernel width (default: 0.01 vectors, 0.04 maps)")
+    parser.add_argument("--kernel-width", type=float, default=None,
+                        help="kde kernel width (default: 0.01 vectors, 0.04 maps)")
+    add_renamed_flag(parser, "--lam", "--kernel-width")
     parser.add_argument("--layers", nargs="+", default=None, help="layer names or glob patterns (default: all)")
     parser.add_argument("--stochastic", action="store_true", help="keep dropout/sampling on; estimate H(S|X)")
     parser.add_argument("--repeats", type=int, default=10, help="forward passes per input with --stochastic")
@@ -46,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
         probe = class_balanced_probe(data.y_train, per_class=per_class, seed=args.probe_seed)
         report = measure_complexity(
             model, data.x_train[probe], data.y_train[probe], layers=args.layers, estimator=args.estimator,
-            stochastic=args.stochastic, repeats=args.repeats, lam=args.lam,
+            stochastic=args.stochastic, repeats=args.repeats, kernel_width=args.kernel_width,
         )
         if args.json:
             print(json.dumps({"checkpoint": path, "layers": report.to_records()}))

@@ -5,9 +5,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..reproduce.runner import CLAIMS, REPORT_NAME, ReproduceSettings, reproduce
-from ..reproduce.sizing import FULL, QUICK, TINY
 from ..studies.workers import cores
+from ..tracking_store import check_tracking_server, resolve_tracking_uri
+
+#: The claims judged, in report order (``complexity_tracker.reproduce.runner.CLAIMS`` holds their criteria).
+CLAIM_NAMES = ("phenomenon1", "phenomenon2", "phenomenon3", "entanglement", "ceiling", "complexity_loss",
+               "adversarial_training", "lambda_perturbation", "transferability")
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -21,20 +24,25 @@ def configure(parser: argparse.ArgumentParser) -> None:
                        help="fewer epochs, seeds and grid cells (about 10 minutes on 2 cores)")
     sizes.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, default=Path("reproduction"),
-                        help=f"folder for {REPORT_NAME}, its figures and the run state (default: reproduction)")
+                        help="folder for reproduction.md, its figures and the run state (default: reproduction)")
     parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else "
                         "sqlite:///mlflow.db)")
     parser.add_argument("--storage", help="Optuna storage URL shared by the studies (default: "
                         "journal:OUT/.state/optuna.journal)")
     parser.add_argument("--workers", type=int, default=min(2, cores()),
                         help="worker processes per study (default: min(2, cores))")
-    parser.add_argument("--only", action="append", choices=list(CLAIMS), metavar="CLAIM",
-                        help=f"evaluate only this claim (repeatable): {', '.join(CLAIMS)}")
+    parser.add_argument("--only", action="append", choices=CLAIM_NAMES, metavar="CLAIM",
+                        help=f"evaluate only this claim (repeatable): {', '.join(CLAIM_NAMES)}")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.set_defaults(handler=reproduce_command)
 
 
 def reproduce_command(args: argparse.Namespace) -> int:
+    check_tracking_server(resolve_tracking_uri(args.tracking_uri))  # before torch and MLflow are imported
+
+    from ..reproduce.runner import ReproduceSettings, reproduce
+    from ..reproduce.sizing import FULL, QUICK, TINY
+
     sizing = TINY if args.tiny else QUICK if args.quick else FULL
     outcome = reproduce(ReproduceSettings(
         out_dir=args.out,

@@ -25,6 +25,7 @@ from ..studies.storage import (
 )
 from ..studies.workers import EXIT_INTERRUPTED, HelperWorkers, threads_per_worker
 from ..tracking_store import check_tracking_server
+from . import hints
 
 if TYPE_CHECKING:
     import optuna
@@ -114,7 +115,7 @@ def _launch(args: argparse.Namespace, config: StudyConfig, storage_url: str, tra
     import optuna
 
     from ..studies.report import summary_line
-    from ..studies.runner import print_browse_hints, run_study
+    from ..studies.runner import run_study
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     outcome = run_study(
@@ -127,13 +128,49 @@ def _launch(args: argparse.Namespace, config: StudyConfig, storage_url: str, tra
         print("interrupted: run the same command again to resume the study", file=sys.stderr)
     elif not outcome.complete:
         print("trials are still running in other workers; `study status` shows their progress")
-    print_browse_hints(outcome, args.config)
+    print_best_trials(outcome.study, config)
+    print_browse_hints(args.config, outcome.storage_url, outcome.tracking_uri, outcome.parent_run_id)
     failed_workers = [c for c in outcome.worker_exit_codes if c not in (0, EXIT_INTERRUPTED)]
     if failed_workers:
         print(f"{len(failed_workers)} worker process(es) failed (exit codes {failed_workers}); see their output above",
               file=sys.stderr)
         return 1
     return EXIT_INTERRUPTED if outcome.interrupted else 0
+
+
+def print_best_trials(study: optuna.Study, config: StudyConfig) -> None:
+    """The best trial (single objective) or the Pareto front: parameters, objective values, complexity (bits)."""
+    from ..studies.report import format_table, trial_rows
+
+    best = {trial.number for trial in study.best_trials}
+    if not best:
+        return
+    heading = "best trial" if len(config.study.objectives) == 1 else "Pareto front"
+    directions = ", ".join(f"{name} ({direction})" for name, direction in
+                           zip(config.study.objectives, config.study.directions, strict=True))
+    print(f"\n{heading} of {directions}; complexity of the last epoch in bits:")
+    print(format_table([row for row in trial_rows(study, config) if row["trial"] in best]))
+
+
+def print_browse_hints(config_path: str, storage_url: str, tracking_uri: str, parent_run_id: str) -> None:
+    """Commands that show the study, each runnable as printed from any directory."""
+    config = hints.absolute_path(config_path)
+    storage = ("--storage", hints.storage_url(storage_url))
+    tracking = ("--tracking-uri", hints.tracking_uri(tracking_uri))
+    if tracking_uri.startswith(("http://", "https://")):
+        mlflow_runs = f"open {hints.tracking_uri(tracking_uri)}"
+    else:
+        mlflow_runs = hints.command("ui", "--backend-store-uri", hints.tracking_uri(tracking_uri))
+    print(
+        "\nBrowse the study:\n"
+        f"  trials table:     {hints.command('study', 'status', config, *storage)}\n"
+        f"  plots + tables:   {hints.command('study', 'report', config, *storage, *tracking)}\n"
+        f"  MLflow runs:      {mlflow_runs}   (parent run {parent_run_id})\n"
+        f"  Optuna dashboard: {hints.command('dashboard', config, *storage)}"
+    )
+    note = hints.credential_note([storage_url, tracking_uri])
+    if note:
+        print(note)
 
 
 def _report_writer(config: StudyConfig, tracking_uri: str) -> Callable[[optuna.Study, str], None]:
@@ -162,16 +199,20 @@ def status_command(args: argparse.Namespace) -> int:
 
 
 def report_command(args: argparse.Namespace) -> int:
+    config = load_study_config(args.config)
+    tracking_uri = study_tracking_uri(args.tracking_uri, config.study)
+    if not args.no_upload:
+        check_tracking_server(tracking_uri)  # before torch and MLflow are imported
+
     from mlflow.tracking import MlflowClient
 
     from ..studies.factory import load_existing_study
     from ..studies.mlflow_runs import PARENT_RUN_ATTR
     from ..studies.report import summary_line, write_report
 
-    config = load_study_config(args.config)
     study = load_existing_study(config, create_storage(existing_storage_url(args.storage, config.study), config.study))
     out = Path(args.out or Path("reports") / config.study.name)
-    client = None if args.no_upload else MlflowClient(study_tracking_uri(args.tracking_uri, config.study))
+    client = None if args.no_upload else MlflowClient(tracking_uri)
     parent_run_id = None if args.no_upload else study.user_attrs.get(PARENT_RUN_ATTR)
     written = write_report(study, config, out, client=client, parent_run_id=parent_run_id)
     print(summary_line(study, config))

@@ -1,18 +1,21 @@
-"""``complexity-tracker train``: train one configured model with complexity tracking on."""
+"""``complexity-tracker train``: train one configured model with complexity tracking on.
+
+Everything is validated, and a tracking server checked, before torch and MLflow are imported, so
+bad input and an unreachable server fail at once and leave no run behind.
+"""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import json
+import os
+from pathlib import Path
 from typing import Any
 
-from mlflow.tracking import MlflowClient
-
-from ..config import DATASETS, ESTIMATOR_NAMES, LOSS_METHODS, MODELS, ConfigError, RunConfig
-from ..experiment import run_experiment
-from ..tracking import DEFAULT_EXPERIMENT
-from ..tracking_store import resolve_tracking_uri
+from ..config import DATASETS, ESTIMATOR_NAMES, LOSS_METHODS, MODELS, RENAMED_FIELDS, ConfigError, RunConfig
+from ..tracking_store import DEFAULT_EXPERIMENT, check_tracking_server, resolve_tracking_uri
+from . import hints
 
 #: Options with their own flag; every other RunConfig field is reachable through ``--set``.
 FLAGS: dict[str, dict[str, Any]] = {
@@ -31,6 +34,7 @@ FLAGS: dict[str, dict[str, Any]] = {
     "probe_per_class": {"type": int, "help": "probe samples per class"},
     "estimator": {"choices": ESTIMATOR_NAMES},
     "measure_every": {"type": int, "help": "measure complexity every k epochs"},
+    "kernel_width": {"type": float, "help": "kernel width of the kde estimator and loss (automatic: 0.01 vectors, 0.04 maps)"},
 }
 
 
@@ -56,8 +60,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
     parser.add_argument("--experiment", default=DEFAULT_EXPERIMENT, help=f"MLflow experiment (default: {DEFAULT_EXPERIMENT})")
-    parser.add_argument("--run-name", default=None, help="MLflow run name")
-    parser.add_argument("--no-log-model", action="store_true", help="do not store the trained model in the run")
+    parser.add_argument("--run-name", default=None,
+                        help="MLflow run name (default: model, depth x width, lam, seed and a random suffix)")
+    parser.add_argument("--no-log-model", action="store_true", help="do not store the trained weights in the run")
+    parser.add_argument("--save", type=Path, default=None, metavar="PATH",
+                        help="also write a checkpoint for `measure` and `evaluate --checkpoints`")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(handler=run)
 
@@ -65,7 +72,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def _parse_override(text: str) -> tuple[str, Any]:
     name, sep, value = text.partition("=")
     known = {f.name for f in dataclasses.fields(RunConfig)}
-    if not sep or name not in known:
+    if not sep or name not in known | RENAMED_FIELDS.keys():
         raise ConfigError(f"--set expects FIELD=VALUE with FIELD one of {', '.join(sorted(known))}; got {text!r}")
     try:
         return name, json.loads(value)
@@ -85,7 +92,13 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
 
 def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
+    save = _checkpoint_path(args.save) if args.save is not None else None
     tracking_uri = resolve_tracking_uri(args.tracking_uri)
+    check_tracking_server(tracking_uri)
+
+    from ..experiment import run_experiment
+    from ..training import save_checkpoint
+
     result = run_experiment(
         config,
         tracking_uri=tracking_uri,
@@ -94,6 +107,8 @@ def run(args: argparse.Namespace) -> int:
         log_model=not args.no_log_model,
         progress=not args.quiet,
     )
+    if save is not None:
+        save_checkpoint(save, result.model, config)
     final = result.history[-1]
     print(f"run id: {result.run_id}")
     print(
@@ -103,11 +118,25 @@ def run(args: argparse.Namespace) -> int:
     if result.final_report is not None and result.final_report.network is not None:
         network = result.final_report.network
         print(f"network complexity: H {network.H:.3f} bits, I(X;S;Y) {network.I_XSY:.3f} bits, TC {network.TC:.3f} bits")
-    experiment_id = MlflowClient(tracking_uri).get_run(result.run_id).info.experiment_id
-    run_path = f"#/experiments/{experiment_id}/runs/{result.run_id}"
+    run_path = f"#/experiments/{result.experiment_id}/runs/{result.run_id}"
     if tracking_uri.startswith(("http://", "https://")):
-        print(f"browse: {tracking_uri.rstrip('/')}/{run_path}")
+        print(f"browse: {hints.tracking_uri(tracking_uri).rstrip('/')}/{run_path}")
     else:
-        print(f"browse: complexity-tracker ui --backend-store-uri {tracking_uri}")
+        print(f"browse: {hints.command('ui', '--backend-store-uri', hints.tracking_uri(tracking_uri))}")
         print(f"        then open http://127.0.0.1:5000/{run_path}")
+    if save is not None:
+        print(f"checkpoint: {save}\nmeasure: {hints.command('measure', save)}")
+    note = hints.credential_note([tracking_uri])
+    if note:
+        print(note)
     return 0
+
+
+def _checkpoint_path(path: Path) -> Path:
+    """The absolute ``--save`` path, refused before training when it cannot be written."""
+    path = path.absolute()
+    if path.is_dir():
+        raise ConfigError(f"--save {path} is a folder; give a file name, e.g. --save {path / 'model.pt'}")
+    if not path.parent.is_dir() or not os.access(path.parent, os.W_OK):
+        raise ConfigError(f"--save {path}: cannot write to {path.parent}; create the folder or choose another path")
+    return path

@@ -11,7 +11,7 @@ import mlflow
 import optuna
 from mlflow.tracking import MlflowClient
 
-from ..experiment import run_experiment
+from ..experiment import default_run_name, run_experiment
 from ..training import EpochResult
 from .budget import SURPLUS_ATTR, is_surplus, retry_history
 from .config import LAM_IS_ZERO, SearchParam, StudyConfig
@@ -141,7 +141,7 @@ class StudyObjective:
                 run_config,
                 tracking_uri=self.tracking_uri,
                 experiment_name=self.config.study.experiment_name,
-                run_name=f"{trial.study.study_name}-trial-{trial.number}",
+                run_name=default_run_name(run_config, prefix=f"{trial.study.study_name}-trial-{trial.number}-"),
                 parent_run_id=self.parent_run_id,
                 tags=trial_tags(trial.study.study_name, trial),
                 callbacks=callbacks,

@@ -24,7 +24,6 @@ import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
 
 import optuna
 import torch
@@ -281,19 +280,3 @@ def _study_params(config: StudyConfig, storage_url: str) -> dict[str, str]:
         "study.search": ",".join(p.name for p in config.search),
     }
 
-
-def print_browse_hints(outcome: StudyOutcome, config_path: str, out: TextIO | None = None) -> None:
-    """How to look at the study (on ``out``, default stdout): status table, MLflow UI, optuna-dashboard."""
-    storage = f" --storage {redact_url(outcome.storage_url)}" if outcome.storage_url else ""
-    ui = (
-        f"complexity-tracker ui --backend-store-uri {outcome.tracking_uri}"
-        if not outcome.tracking_uri.startswith("http") else f"open {outcome.tracking_uri}"
-    )
-    print(
-        "\nBrowse the study:\n"
-        f"  trials table:     complexity-tracker study status {config_path}{storage}\n"
-        f"  plots + tables:   complexity-tracker study report {config_path}{storage}\n"
-        f"  MLflow runs:      {ui}   (parent run {outcome.parent_run_id})\n"
-        f"  Optuna dashboard: complexity-tracker dashboard {config_path}{storage}",
-        file=out or sys.stdout,
-    )

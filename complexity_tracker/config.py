@@ -67,7 +67,7 @@ class RunConfig:
     loss_method: str = "none"
     lam: float = 0.0
     loss_layers: list[str] | None = None
-    loss_every: int = 1
+    loss_every: int = 10  # the official code adds the complexity loss every 10 iterations
     loss_beta: float = 100.0
     ebm_steps: int = 5
     ebm_tau: float = 1e-3

@@ -5,10 +5,11 @@ differentiable, so each selected ReLU's pre-activation ``z`` is relaxed to the s
 ``g = sigmoid(beta * z)`` (the derivative of the paper's Swish ``z * sigmoid(beta z)`` gating;
 ``beta = 100`` by default), flattened per sample to ``(batch, d)``.  Three estimates of H:
 
-* ``ebm`` (the paper's method): ``log p(s) = f(s) + log q(s) - log Z`` with ``q`` the product of
-  running Bernoulli marginals (``m <- 0.9 m + 0.1 mean(g)``) and ``f`` an energy network trained by
-  contrastive divergence with Langevin dynamics started at the batch's gates.  The loss is
-  ``mean(-f(g) - log q(g))`` (bits), the cross-entropy estimate of H up to the constant ``log Z``.
+* ``ebm`` (the paper's method, as its official code): ``log p(s) = f(s) + log q(s) - log Z`` with
+  ``q`` the product of Bernoulli marginals (running average 0.9 / 0.1 of the batches' hard open
+  rates) and ``f`` an energy network (official architecture) trained by contrastive divergence
+  with 5 Langevin steps started at the batch's gates.  The loss is ``mean(-f(g) - log q(g))``,
+  the cross-entropy estimate of H up to the constant ``log Z``, converted from nats to bits.
 * ``kde``: the paper's kernel estimate (as :func:`complexity_tracker.estimators.kde_entropy`, bits)
   on the mini-batch's soft gates; bounded by ``log2(batch size)``.
 * ``marginal``: ``C_l = sum_i h(mean_batch g_i)``, the upper bound H <= C (bits).
@@ -29,12 +30,22 @@ from .gating import PreactivationRecorder, find_gating_modules
 
 _LN2 = math.log(2.0)
 _RATE_EPS = 1e-4
-#: Running-average weight of the newest batch in the ebm's Bernoulli marginals (paper: 0.9 / 0.1).
+# ebm settings, as the official code (docs/training.md compares the two point by point)
+#: Hidden widths of the energy network after its d inputs (official E_3072d: 1x1 convs 3072 -> 32 ... 512).
+ENERGY_HIDDEN_WIDTHS = (32, 64, 128, 256, 512, 512)
+#: f's output is multiplied by d / ENERGY_OUTPUT_DIVISOR (official: 3072 / 1000).
+ENERGY_OUTPUT_DIVISOR = 1000.0
+ENERGY_LR = 1e-4
+#: f's learning rate falls by this many decades over the run (official: 1e-4 to 1e-6 over the epochs).
+ENERGY_LR_DECADES = 2.0
+ENERGY_MOMENTUM = 0.9
+ENERGY_WEIGHT_DECAY = 5e-4
+#: Every element of f's gradient is clipped to +-ENERGY_GRAD_CLIP before the SGD step.
+ENERGY_GRAD_CLIP = 1e-5
+#: Running-average weight of the newest batch's hard open rates in q (official: 0.9 old / 0.1 new).
 MARGINAL_MOMENTUM = 0.1
-ENERGY_LR = 1e-3
-#: Weight of the energy-magnitude penalty that keeps contrastive divergence stable.
-ENERGY_REGULARISATION = 0.1
-
+#: Added to q's per-unit probability before the log (official 1e-5).
+LOG_Q_EPS = 1e-5
 
 def soft_gates(preactivation: torch.Tensor, beta: float) -> torch.Tensor:
     """``sigmoid(beta * z)`` flattened to (batch, d): a differentiable relaxation of ``z >= 0``."""
@@ -47,7 +58,7 @@ def binary_entropy_sum(rates: torch.Tensor) -> torch.Tensor:
     return -(p * torch.log2(p) + (1.0 - p) * torch.log2(1.0 - p)).sum()
 
 
-def soft_kde_entropy(gates: torch.Tensor, lam: float) -> torch.Tensor:
+def soft_kde_entropy(gates: torch.Tensor, kernel_width: float) -> torch.Tensor:
     """Kernel entropy estimate (bits) of the rows of ``gates`` (..., N, d), differentiable.
 
     Same formula as :func:`complexity_tracker.estimators.kde_entropy`, with the squared
@@ -55,7 +66,7 @@ def soft_kde_entropy(gates: torch.Tensor, lam: float) -> torch.Tensor:
     Leading dimensions are independent sets (one per layer); the result has their shape.
     """
     n, d = gates.shape[-2:]
-    scale = 1.0 / (2.0 * lam * d)
+    scale = 1.0 / (2.0 * kernel_width * d)
     # -scale * ||g_i - g_j||^2 = (2 scale g_i.g_j - scale |g_j|^2) - scale |g_i|^2: one fused matmul
     norms = gates.square().sum(dim=-1)
     batched = gates if gates.ndim == 3 else gates.reshape(-1, n, d)
@@ -111,6 +122,9 @@ class ComplexityLoss(nn.Module):
         """
         raise NotImplementedError
 
+    def end_epoch(self) -> None:
+        """Called by :func:`complexity_tracker.training.train` after every epoch (the ebm decays f's learning rate)."""
+
 
 class MarginalEntropyLoss(ComplexityLoss):
     """``C_l = sum_i h(p_i)`` with ``p_i`` the batch mean of unit i's soft gate (an upper bound on H).
@@ -124,130 +138,170 @@ class MarginalEntropyLoss(ComplexityLoss):
 
 
 class KDEEntropyLoss(ComplexityLoss):
-    """The paper's kernel estimate on the batch's soft gates; ``kde_lam=None``: 0.01 vectors, 0.04 maps."""
+    """The paper's kernel estimate on the batch's soft gates; ``kernel_width=None``: 0.01 vectors, 0.04 maps."""
 
     def __init__(self, model: nn.Module, layers: str | Sequence[str] | None, beta: float,
-                 kde_lam: float | None = None) -> None:
+                 kernel_width: float | None = None) -> None:
         super().__init__(model, layers, beta)
-        self.kde_lam = kde_lam
+        self.kernel_width = kernel_width
 
     def forward(self, records: list[tuple[str, torch.Tensor]], update: bool = True) -> torch.Tensor:
         is_conv = {name: z.ndim > 2 for name, z in records}
         total = []
         for names, stacked in group_layers(records):
-            lam = self.kde_lam or (DEFAULT_KERNEL_WIDTH_CONV if is_conv[names[0]] else DEFAULT_KERNEL_WIDTH_VECTOR)
-            total.append(soft_kde_entropy(torch.sigmoid(self.beta * stacked), lam).sum())
+            width = self.kernel_width or (DEFAULT_KERNEL_WIDTH_CONV if is_conv[names[0]] else DEFAULT_KERNEL_WIDTH_VECTOR)
+            total.append(soft_kde_entropy(torch.sigmoid(self.beta * stacked), width).sum())
         return torch.stack(total).sum()
 
 
-class EnergyNetworks(nn.Module):
-    """``f_l(s)`` for L layers of d units each, evaluated together: d -> h -> 1 per layer, SiLU.
+class EnergyNetwork(nn.Sequential):
+    """The energy ``f(s)`` of one layer of d gates (nats), as the official ``E_3072d`` with input width d.
 
-    ``h = d / 4`` clipped to [32, 512]; initialised like ``nn.Linear``.  Input (L, N, d), output (L, N).
+    Six bias-free linear maps d -> 32 -> 64 -> 128 -> 256 -> 512 -> 512 (the official 1x1
+    convolutions on a 1x1 map), each followed by BatchNorm and ReLU, then a linear map to one
+    number, multiplied by ``d / 1000``.  Weights are Kaiming-normal.  BatchNorm always runs in eval
+    mode with its initial statistics (mean 0, variance 1), i.e. as a learnable per-unit scale and
+    shift: the official code switches f to eval mode before every use, so its statistics never move.
+    Input (N, d), output (N,).
     """
 
-    def __init__(self, layers: int, d: int) -> None:
-        super().__init__()
-        hidden = min(512, max(32, d // 4))
-        self.w1 = nn.Parameter(torch.empty(layers, d, hidden).uniform_(-d**-0.5, d**-0.5))
-        self.b1 = nn.Parameter(torch.empty(layers, 1, hidden).uniform_(-d**-0.5, d**-0.5))
-        self.w2 = nn.Parameter(torch.empty(layers, hidden, 1).uniform_(-hidden**-0.5, hidden**-0.5))
-        self.b2 = nn.Parameter(torch.empty(layers, 1, 1).uniform_(-hidden**-0.5, hidden**-0.5))
+    def __init__(self, d: int) -> None:
+        widths = (d, *ENERGY_HIDDEN_WIDTHS)
+        layers: list[nn.Module] = []
+        for width_in, width_out in zip(widths, widths[1:]):
+            layers += [nn.Linear(width_in, width_out, bias=False), nn.BatchNorm1d(width_out), nn.ReLU()]
+        super().__init__(*layers, nn.Linear(widths[-1], 1))
+        self.output_scale = d / ENERGY_OUTPUT_DIVISOR
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.kaiming_normal_(module.weight)
+        super().train(False)
+
+    def train(self, mode: bool = True) -> EnergyNetwork:
+        """Stays in eval mode whatever ``mode`` is (see the class docstring)."""
+        return super().train(False)
 
     def forward(self, gates: torch.Tensor) -> torch.Tensor:
-        hidden = nn.functional.silu(torch.baddbmm(self.b1, gates, self.w1))
-        return torch.baddbmm(self.b2, hidden, self.w2).squeeze(-1)
-
-    @torch.no_grad()
-    def input_gradient(self, gates: torch.Tensor) -> torch.Tensor:
-        """``d f_l(s) / d s`` for every row, in closed form (cheaper than autograd in the Langevin loop)."""
-        preactivation = torch.baddbmm(self.b1, gates, self.w1)
-        sig = torch.sigmoid(preactivation)
-        silu_slope = sig * (1.0 + preactivation * (1.0 - sig))
-        return (silu_slope * self.w2.transpose(1, 2)) @ self.w1.transpose(1, 2)
+        return super().forward(gates).squeeze(-1) * self.output_scale
 
 
-class LayerDensities(nn.Module):
-    """Density model ``p(s) ~ q(s) exp(f(s))`` of a group of equal-sized layers.
+class LayerDensity(nn.Module):
+    """Density model ``p(s) ~ q(s) exp(f(s))`` of one layer's d gates.
 
-    ``marginals`` (L, d) are the running Bernoulli rates of q; ``energy`` holds one f per layer.
+    ``q`` is the product of Bernoulli marginals whose open rates ``marginals`` (d,) are a running
+    average of the batches' hard open rates (``z > 0``); ``f`` is an :class:`EnergyNetwork`
+    trained by contrastive divergence with SGD (lr ``lr``, momentum 0.9, weight decay 5e-4) on
+    gradients clipped to +-1e-5 per element.
+
+    Args:
+        preactivations: the first batch's pre-activations (N, d); they set the initial marginals.
+        lr: the energy network's learning rate.
     """
 
-    def __init__(self, gates: torch.Tensor) -> None:
+    def __init__(self, preactivations: torch.Tensor, lr: float) -> None:
         super().__init__()
-        self.register_buffer("marginals", gates.detach().mean(dim=1))
-        self.energy = EnergyNetworks(gates.shape[0], gates.shape[2]).to(gates.device)
+        self.register_buffer("marginals", hard_open_rates(preactivations))
+        self.register_buffer("marginals_updated", torch.tensor(False))
+        self.energy = EnergyNetwork(preactivations.shape[1]).to(preactivations.device, preactivations.dtype)
         self.energy.requires_grad_(False)
-        self.optimizer = torch.optim.Adam(self.energy.parameters(), lr=ENERGY_LR)
-
-    def _clamped_marginals(self) -> torch.Tensor:
-        return self.marginals.clamp(_RATE_EPS, 1.0 - _RATE_EPS)
+        self.optimizer = torch.optim.SGD(self.energy.parameters(), lr=lr, momentum=ENERGY_MOMENTUM,
+                                         weight_decay=ENERGY_WEIGHT_DECAY)
 
     def log_q(self, gates: torch.Tensor) -> torch.Tensor:
-        """Log-probability (nats) of each row under the product of Bernoulli marginals, shape (L, N)."""
-        m = self._clamped_marginals()
-        return (gates @ torch.logit(m)[:, :, None]).squeeze(-1) + torch.log1p(-m).sum(dim=1, keepdim=True)
+        """``sum_i log(g_i p_i + (1 - g_i)(1 - p_i) + 1e-5)`` per row (nats), shape (N,).
 
-    def update_marginals(self, gates: torch.Tensor) -> None:
-        """``m <- (1 - MARGINAL_MOMENTUM) m + MARGINAL_MOMENTUM * batch rate``."""
-        self.marginals.lerp_(gates.detach().mean(dim=1), MARGINAL_MOMENTUM)
+        On hard gates this is the Bernoulli log-probability; on soft gates the probability is
+        interpolated linearly, as in the official code.
+        """
+        m = self.marginals
+        return torch.log(gates * (2.0 * m - 1.0) + (1.0 - m) + LOG_Q_EPS).sum(dim=-1)
+
+    def update_marginals(self, preactivations: torch.Tensor) -> None:
+        """The first update copies the batch's hard open rates; later ones do ``p <- 0.9 p + 0.1 rate``."""
+        rates = hard_open_rates(preactivations)
+        if bool(self.marginals_updated):
+            self.marginals.lerp_(rates, MARGINAL_MOMENTUM)
+        else:
+            self.marginals.copy_(rates)
+            self.marginals_updated.fill_(True)
 
     def langevin(self, start: torch.Tensor, steps: int, tau: float) -> torch.Tensor:
-        """Samples of p by ``steps`` Langevin moves of step ``tau`` from ``start``, kept in [0, 1]."""
-        grad_log_q = torch.logit(self._clamped_marginals())[:, None, :]  # log q is linear in s
-        noise = torch.randn((steps, *start.shape), device=start.device, dtype=start.dtype)
-        noise *= math.sqrt(2.0 * tau)
-        sample = start.detach().clone()
-        for step in range(steps):
-            drift = self.energy.input_gradient(sample).add_(grad_log_q)
-            sample.add_(drift, alpha=tau).add_(noise[step]).clamp_(0.0, 1.0)
+        """``steps`` Langevin moves ``s <- clamp(s - tau/2 dE/ds + sqrt(tau) xi, 0, 1)`` from ``start``.
+
+        ``E = -f(s) - log q(s)``; the noise ``xi ~ N(0, I_d)`` is drawn once per step and shared by
+        every row of the batch (as in the official code: each chain still gets standard noise).
+        The clamp keeps ``s`` where log q is defined (the official code does not clamp).
+        """
+        sample = start.detach()
+        for _ in range(steps):
+            with torch.enable_grad():
+                sample.requires_grad_(True)
+                energy = -(self.energy(sample) + self.log_q(sample)).sum()
+                (slope,) = torch.autograd.grad(energy, sample)
+            noise = torch.randn((1, sample.shape[1]), device=sample.device, dtype=sample.dtype)
+            sample = (sample.detach() - 0.5 * tau * slope + math.sqrt(tau) * noise).clamp_(0.0, 1.0)
         return sample
 
     def contrastive_divergence(self, positive: torch.Tensor, steps: int, tau: float) -> None:
-        """One optimiser step of each f raising the energy of the data and lowering that of Langevin samples."""
-        self.energy.requires_grad_(True)
+        """One SGD step of f on ``mean f(Langevin samples) - mean f(batch)``, gradients clipped to +-1e-5."""
         negative = self.langevin(positive, steps, tau)
-        f_pos, f_neg = self.energy(torch.cat([positive, negative], dim=1)).chunk(2, dim=1)
-        per_layer = f_neg.mean(dim=1) - f_pos.mean(dim=1) + ENERGY_REGULARISATION * (
-            f_pos.pow(2) + f_neg.pow(2)).mean(dim=1)
+        self.energy.requires_grad_(True)
+        loss = self.energy(negative).mean() - self.energy(positive).mean()
         self.optimizer.zero_grad(set_to_none=True)
-        per_layer.sum().backward()
+        loss.backward()
+        nn.utils.clip_grad_value_(self.energy.parameters(), ENERGY_GRAD_CLIP)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.energy.requires_grad_(False)
 
     def entropy(self, gates: torch.Tensor) -> torch.Tensor:
-        """``mean(-f(g) - log q(g))`` per layer, in bits, shape (L,); differentiable in ``gates`` only."""
-        return (-self.energy(gates) - self.log_q(gates)).mean(dim=1) / _LN2
+        """``mean(-f(g) - log q(g))`` over the batch, in bits; differentiable in ``gates`` only."""
+        return (-self.energy(gates) - self.log_q(gates)).mean() / _LN2
+
+
+def hard_open_rates(preactivations: torch.Tensor) -> torch.Tensor:
+    """Fraction of the batch in which each unit is open (``z > 0``), shape (d,)."""
+    return (preactivations.detach() > 0).to(preactivations.dtype).mean(dim=0)
 
 
 class EnergyEntropyLoss(ComplexityLoss):
-    """The paper's energy-based estimate ``mean(-f(g) - log q(g))`` in bits (H up to the constant log Z).
+    """The paper's energy-based estimate ``sum_l mean(-f_l(g) - log q_l(g))`` in bits (H up to log Z).
 
-    Layers of equal shape share one batched :class:`LayerDensities` (independent parameters per
-    layer).  Every call with ``update=True`` (under autograd) first moves the running marginals and
-    trains f by one contrastive-divergence step; the returned loss then uses the updated f, whose
-    parameters receive no gradient from it.
+    One :class:`LayerDensity` per penalised layer (conv maps flattened to d = C*H*W units), created
+    at the first call.  Every call with ``update=True`` (under autograd) first updates each layer's
+    marginals and trains its f by one contrastive-divergence step (``steps`` Langevin moves of
+    step ``tau``, started at the batch's gates); the returned loss then uses the updated f, whose
+    parameters receive no gradient from it.  :meth:`end_epoch` lowers f's learning rate so that
+    it falls from 1e-4 to 1e-6 over ``epochs`` epochs, log-linearly.
     """
 
     def __init__(self, model: nn.Module, layers: str | Sequence[str] | None, beta: float,
-                 steps: int = 5, tau: float = 1e-3) -> None:
+                 steps: int = 5, tau: float = 1e-3, epochs: int = 1) -> None:
         super().__init__(model, layers, beta)
         self.steps, self.tau = steps, tau
+        self.energy_lr = ENERGY_LR
+        self.energy_lr_factor = 10.0 ** (-ENERGY_LR_DECADES / (epochs - 1)) if epochs > 1 else 1.0
         self.densities = nn.ModuleDict()
+
+    def end_epoch(self) -> None:
+        self.energy_lr *= self.energy_lr_factor
+        for density in self.densities.values():
+            for group in density.optimizer.param_groups:
+                group["lr"] = self.energy_lr
 
     def forward(self, records: list[tuple[str, torch.Tensor]], update: bool = True) -> torch.Tensor:
         total = []
-        for names, stacked in group_layers(records):
-            gates = torch.sigmoid(self.beta * stacked)
-            key = "+".join(names).replace(".", "/")
+        for name, z in records:
+            preactivations = z.flatten(1)
+            key = name.replace(".", "/")
             if key not in self.densities:
-                self.densities[key] = LayerDensities(gates)
+                self.densities[key] = LayerDensity(preactivations, self.energy_lr)
             density = self.densities[key]
+            gates = torch.sigmoid(self.beta * preactivations)
             if update and torch.is_grad_enabled():
-                density.update_marginals(gates)
+                density.update_marginals(preactivations)
                 density.contrastive_divergence(gates.detach(), self.steps, self.tau)
-            total.append(density.entropy(gates).sum())
+            total.append(density.entropy(gates))
         return torch.stack(total).sum()
 
 
@@ -273,5 +327,6 @@ def build_complexity_loss(model: nn.Module, config: RunConfig) -> ComplexityLoss
     if config.loss_method == "kde":
         return KDEEntropyLoss(model, config.loss_layers, config.loss_beta, config.kernel_width)
     if config.loss_method == "ebm":
-        return EnergyEntropyLoss(model, config.loss_layers, config.loss_beta, config.ebm_steps, config.ebm_tau)
+        return EnergyEntropyLoss(model, config.loss_layers, config.loss_beta, config.ebm_steps, config.ebm_tau,
+                                 config.epochs)
     raise ConfigError(f"unknown loss_method {config.loss_method!r}; choose none, ebm, kde or marginal")

@@ -296,6 +296,8 @@ def train(
             epoch_lr = optimizer.param_groups[0]["lr"]
             if schedule is not None:
                 schedule.step()
+            if penalty is not None:
+                penalty.end_epoch()
             epoch_penalty = penalty_sum.item() / penalty_count if penalty_count else math.nan
             finish_epoch(epoch, epoch_lr, epoch_penalty if penalty else None)
             bar.set_postfix(epoch=epoch, test_acc=f"{history[-1]['test_acc']:.3f}",

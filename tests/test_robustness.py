@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from scipy.stats import permutation_test, spearmanr
 from sklearn.datasets import load_digits
 from torch import nn
 
@@ -203,6 +204,21 @@ def test_transfer_asymmetry_uses_triangles():
     assert matrix.complex_to_simple == pytest.approx(0.2)
     assert matrix.asymmetry == pytest.approx(0.3)
     assert matrix.outgoing(0) == pytest.approx(0.55) and matrix.incoming(0) == pytest.approx(0.15)
+
+
+@pytest.mark.parametrize("n", [4, 6, 8])
+def test_small_n_p_values_are_exact_permutation_p_values(n):
+    rng = np.random.default_rng(n)
+    x = rng.normal(size=n)
+    y = np.round(x + rng.normal(size=n), 1)
+    y[1] = y[0]  # a tie
+    rho, p_value, count = spearman(x, y)
+    reference = permutation_test((y,), lambda yy: spearmanr(x, yy).statistic, permutation_type="pairings",
+                                 n_resamples=np.inf)
+    assert count == n and rho == pytest.approx(reference.statistic)
+    assert p_value == pytest.approx(reference.pvalue)
+    # a perfect rank correlation of 4 models: 2 of the 24 orderings are as extreme, never p = 0
+    assert spearman([1, 2, 3, 4], [10, 20, 30, 40])[1] == pytest.approx(2 / 24)
 
 
 def test_spearman_reports_rho_p_and_n():

@@ -49,7 +49,7 @@ def write_artifacts(result: ComparisonResult, folder: Path) -> list[Path]:
     (folder / "comparison.json").write_text(result.to_json())
     (folder / "tables.txt").write_text(report(result) + "\n")
     with open(folder / "correlations.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=["complexity", "measure", "rho", "p_value", "n"])
+        writer = csv.DictWriter(handle, fieldnames=["complexity", "measure", "rho", "p_value", "n", "exact"])
         writer.writeheader()
         writer.writerows(c.to_dict() for c in result.correlations)
     figures = {"robustness_vs_complexity.png": plot_robustness_vs_complexity(result),

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 from ..text_table import format_cell, format_table
 from .comparison import ComparisonResult
+from .correlation import EXACT_MAX_N
 
 
 def summary_table(result: ComparisonResult) -> str:
@@ -64,7 +65,8 @@ def correlation_table(result: ComparisonResult, metrics: Sequence[str] = ("H", "
         if c.complexity.split("/", 1)[0] in metrics and not (summary_only and c.measure.startswith("robust_acc/"))
     ]
     return format_table(["complexity (bits)", "robustness measure", "spearman rho", "p-value", "n"], rows,
-                        "Complexity vs robustness across models")
+                        f"Complexity vs robustness across models (Spearman; two-sided p, exact over all n! orderings "
+                        f"for n <= {EXACT_MAX_N})")
 
 
 def report(result: ComparisonResult) -> str:

@@ -17,7 +17,8 @@ from .attacks import check_inputs
 from .config import RobustnessConfig
 from .correlation import Correlation, complexity_robustness_correlations
 from .errors import IncompatibleModelsError
-from .evaluate import RobustnessReport, evaluate_robustness, select_samples
+from .evaluate import RobustnessReport, attack_runs, evaluate_robustness, select_samples
+from .progress import progress_bar
 from .transfer import TransferMatrix, check_same_classes, transfer_matrix
 
 
@@ -46,6 +47,7 @@ class ComparisonResult:
     correlations: list[Correlation]
     complexity_key: str
     config: RobustnessConfig
+    complexity_source: str = "measured"
 
     def to_json(self) -> str:
         """:meth:`to_dict` as strict JSON: NaN and infinities become ``null``."""
@@ -54,6 +56,7 @@ class ComparisonResult:
     def to_dict(self) -> dict[str, Any]:
         return {
             "complexity_key": self.complexity_key,
+            "complexity_source": self.complexity_source,
             "config": self.config.to_dict(),
             "models": [
                 {"name": m.name, "run_id": m.run_id, "complexity": m.complexity, "measures": m.measures()}
@@ -77,11 +80,6 @@ def json_safe(value: Any) -> Any:
     return value
 
 
-def _complexity_of(model: nn.Module, probe_x: torch.Tensor, probe_y: torch.Tensor,
-                   complexity_kwargs: Mapping[str, Any]) -> dict[str, float]:
-    return measure_complexity(model, probe_x, probe_y, **complexity_kwargs).to_dict()
-
-
 def compare_models(
     models: Mapping[str, nn.Module],
     inputs: torch.Tensor,
@@ -94,6 +92,9 @@ def compare_models(
     complexity_kwargs: Mapping[str, Any] | None = None,
     run_ids: Mapping[str, str] | None = None,
     transfer: bool = True,
+    complexity: Mapping[str, Mapping[str, float]] | None = None,
+    complexity_source: str | None = None,
+    progress: bool = False,
 ) -> ComparisonResult:
     """Measure complexity and robustness of each model, the transfer matrix and the correlations.
 
@@ -108,6 +109,10 @@ def compare_models(
         complexity_kwargs: extra arguments of :func:`~complexity_tracker.measure_complexity`.
         run_ids: name -> MLflow run id, kept on the results for logging.
         transfer: also compute the transfer matrix (needs >= 2 models to be informative).
+        complexity: name -> complexity values already known (bits, e.g. what each model's run
+            logged); when given, nothing is measured and ``probe`` is unused.
+        complexity_source: how ``complexity`` was obtained, for the report.
+        progress: show tqdm bars on stderr, one per model and one for the transfer matrix.
     """
     config = config or RobustnessConfig()
     if not models:
@@ -117,10 +122,16 @@ def compare_models(
     names = list(models)
     n_classes = check_same_classes(list(models.values()), names, inputs)
     check_inputs(inputs, labels, n_classes)
-    if probe is None:
-        chosen = torch.as_tensor(class_balanced_probe(labels, per_class=probe_per_class, seed=config.seed))
-        probe = (inputs[chosen], labels[chosen])
-    complexity = {name: _complexity_of(models[name], *probe, complexity_kwargs or {}) for name in names}
+    if complexity is None:
+        if probe is None:
+            chosen = torch.as_tensor(class_balanced_probe(labels, per_class=probe_per_class, seed=config.seed))
+            probe = (inputs[chosen], labels[chosen])
+        kwargs = dict(complexity_kwargs or {})
+        complexity = {name: measure_complexity(models[name], *probe, **kwargs).to_dict() for name in names}
+        complexity_source = complexity_source or (
+            f"measured on a probe of {len(probe[1])} samples ({kwargs.get('estimator', 'kde')})"
+        )
+    complexity = {name: dict(complexity[name]) for name in names}
     missing = [name for name in names if complexity_key not in complexity[name]]
     if missing:
         raise IncompatibleModelsError(
@@ -133,18 +144,20 @@ def compare_models(
         return math.inf if math.isnan(value) else value
 
     names.sort(key=order)
-    evaluated = [
-        EvaluatedModel(name, complexity[name], evaluate_robustness(models[name], inputs, labels, config),
-                       (run_ids or {}).get(name))
-        for name in names
-    ]
+    evaluated = []
+    for name in names:
+        with progress_bar(name, attack_runs(config), progress) as bar:
+            report = evaluate_robustness(models[name], inputs, labels, config, bar=bar)
+        evaluated.append(EvaluatedModel(name, complexity[name], report, (run_ids or {}).get(name)))
     matrix = None
     if transfer and len(names) >= 2:
         x, y = select_samples(inputs, labels, config.n_samples, config.seed)
-        matrix = transfer_matrix([models[name] for name in names], names, x, y, config)
+        with progress_bar("transfer", len(names), progress) as bar:
+            matrix = transfer_matrix([models[name] for name in names], names, x, y, config, bar=bar)
         for index, model in enumerate(evaluated):
             model.transfer = {"transfer_out": matrix.outgoing(index), "transfer_in": matrix.incoming(index)}
     correlations = complexity_robustness_correlations(
         [m.complexity for m in evaluated], [m.measures() for m in evaluated]
     )
-    return ComparisonResult(evaluated, matrix, correlations, complexity_key, config)
+    return ComparisonResult(evaluated, matrix, correlations, complexity_key, config,
+                            complexity_source or "given by the caller")

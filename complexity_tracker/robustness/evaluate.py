@@ -7,10 +7,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from .attacks import check_inputs, n_classes_of, predict, run_attack
 from .config import RobustnessConfig
 from .perturbation import MinimalPerturbation, minimal_l2_perturbation
+from .progress import step
 
 
 @dataclass
@@ -38,6 +40,12 @@ class RobustnessReport:
         return values
 
 
+def attack_runs(config: RobustnessConfig) -> int:
+    """How many attack runs :func:`evaluate_robustness` makes: one per budgeted attack and epsilon,
+    one per minimum-norm attack."""
+    return sum(len(config.eps_grid(attack)) for attack in config.attacks) + len(config.min_norm_attacks)
+
+
 def select_samples(
     inputs: torch.Tensor, labels: torch.Tensor, n_samples: int | None, seed: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -54,12 +62,15 @@ def evaluate_robustness(
     inputs: torch.Tensor,
     labels: torch.Tensor,
     config: RobustnessConfig | None = None,
+    *,
+    bar: tqdm | None = None,
 ) -> RobustnessReport:
     """Clean accuracy, robust accuracy of every budgeted attack over its epsilon grid, and the
     minimal L2 perturbation from ``config.min_norm_attacks``.
 
     ``inputs`` must lie in [0, 1]; ``config.n_samples`` of them are drawn with ``config.seed``.
     The model's mode, its parameters' gradients and the global RNG state are left as found.
+    ``bar`` advances by one per attack run (:func:`attack_runs` of them).
     """
     config = config or RobustnessConfig()
     check_inputs(inputs, labels)
@@ -71,10 +82,11 @@ def evaluate_robustness(
     for attack in config.attacks:
         robust[attack] = {}
         for eps in config.eps_grid(attack):
-            adversarial = run_attack(model, x, y, attack, eps, config, n_classes=n_classes)
+            with step(bar, f"{attack} eps={eps:g}"):
+                adversarial = run_attack(model, x, y, attack, eps, config, n_classes=n_classes)
             robust[attack][eps] = float((predict(model, adversarial) == y).float().mean())
     minimal = (
-        minimal_l2_perturbation(model, x, y, config.min_norm_attacks, config, n_classes=n_classes)
+        minimal_l2_perturbation(model, x, y, config.min_norm_attacks, config, n_classes=n_classes, bar=bar)
         if config.min_norm_attacks
         else None
     )

@@ -7,9 +7,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from .attacks import predict, run_attack
 from .config import MIN_NORM_ATTACKS, RobustnessConfig, check_attack_name
+from .progress import step
 
 
 def l2_distances(adversarial: torch.Tensor, inputs: torch.Tensor) -> np.ndarray:
@@ -76,12 +78,13 @@ def minimal_l2_perturbation(
     config: RobustnessConfig | None = None,
     *,
     n_classes: int | None = None,
+    bar: tqdm | None = None,
 ) -> MinimalPerturbation:
     """Run each minimum-norm attack on the correctly classified samples; keep the smallest success.
 
     A result counts as a success only if the model misclassifies it when re-classified here, and
     its norm is measured here as ``||adv - x||_2`` (attacks return no norms, and FAB returns the
-    clean input where it fails).
+    clean input where it fails).  ``bar`` advances by one per attack.
     """
     config = config or RobustnessConfig()
     for name in attacks:
@@ -90,12 +93,13 @@ def minimal_l2_perturbation(
     x, y = inputs[correct], labels[correct].cpu()
     attack_norms = {}
     for name in attacks:
-        if len(correct) == 0:
-            attack_norms[name] = np.zeros(0)
-            continue
-        adversarial = run_attack(model, x, y, name, config=config, n_classes=n_classes)
-        fooled = (predict(model, adversarial) != y).numpy()
-        attack_norms[name] = np.where(fooled, l2_distances(adversarial, x), np.nan)
+        with step(bar, name):
+            if len(correct) == 0:
+                attack_norms[name] = np.zeros(0)
+                continue
+            adversarial = run_attack(model, x, y, name, config=config, n_classes=n_classes)
+            fooled = (predict(model, adversarial) != y).numpy()
+            attack_norms[name] = np.where(fooled, l2_distances(adversarial, x), np.nan)
     found = np.stack([np.where(np.isnan(n), np.inf, n) for n in attack_norms.values()]) if attack_norms else None
     best = found.min(axis=0) if found is not None else np.full(len(correct), np.inf)
     best[np.isinf(best)] = np.nan

@@ -8,10 +8,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from .attacks import check_inputs, n_classes_of, predict, run_attack
 from .config import RobustnessConfig
 from .errors import IncompatibleModelsError
+from .progress import step
 
 
 @dataclass
@@ -97,9 +99,12 @@ def transfer_matrix(
     inputs: torch.Tensor,
     labels: torch.Tensor,
     config: RobustnessConfig | None = None,
+    *,
+    bar: tqdm | None = None,
 ) -> TransferMatrix:
     """Craft ``config.transfer_attack`` examples (budget ``config.transfer_eps``) on every model and
     classify them with every model.  Pass the models ordered by complexity, simplest first.
+    ``bar`` advances by one per source model.
     """
     config = config or RobustnessConfig()
     if len(models) != len(names) or not models:
@@ -113,14 +118,15 @@ def transfer_matrix(
     n = len(models)
     rates, counts = np.full((n, n), np.nan), np.zeros((n, n), dtype=int)
     for i, source in enumerate(models):
-        adversarial = run_attack(source, inputs, labels, config.transfer_attack, config.transfer_eps, config,
-                                 n_classes=n_classes)
-        for j, target in enumerate(models):
-            both = correct[i] & correct[j]
-            counts[i, j] = int(both.sum())
-            if counts[i, j]:
-                fooled = (predict(target, adversarial[both]) != labels[both]).numpy()
-                rates[i, j] = float(fooled.mean())
+        with step(bar, f"{config.transfer_attack} examples of {names[i]}"):
+            adversarial = run_attack(source, inputs, labels, config.transfer_attack, config.transfer_eps, config,
+                                     n_classes=n_classes)
+            for j, target in enumerate(models):
+                both = correct[i] & correct[j]
+                counts[i, j] = int(both.sum())
+                if counts[i, j]:
+                    fooled = (predict(target, adversarial[both]) != labels[both]).numpy()
+                    rates[i, j] = float(fooled.mean())
     return TransferMatrix(names=list(names), rates=rates, counts=counts, attack=config.transfer_attack,
                           eps=config.transfer_eps)
 

@@ -5,18 +5,18 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 from ..studies.config import load_study_config
 from ..studies.storage import STORAGE_ENV, dashboard_target, existing_storage_url, redact_url, storage_kind
+from .server_process import serve
 from .ui import UIError, port_number
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.description = (
-        "Serve optuna-dashboard on the storage of a study config (or --storage); stop it with Ctrl-C."
+        "Serve optuna-dashboard on the storage of a study config (or --storage); stop it with Ctrl-C or SIGTERM."
     )
     parser.add_argument("config", nargs="?", help="study config whose storage to open (e.g. studies/quickstart.toml)")
     parser.add_argument("--storage", help=f"Optuna storage URL (default: ${STORAGE_ENV}, the config's storage, "
@@ -45,9 +45,6 @@ def run(args: argparse.Namespace) -> int:
     if not storage_url:
         raise UIError(f"give a study config (e.g. studies/quickstart.toml), --storage URL or ${STORAGE_ENV}")
     command = dashboard_command(storage_url, args.host, args.port)
-    print(f"optuna-dashboard for {redact_url(storage_url)} at http://{args.host}:{args.port} (Ctrl-C stops it)",
-          flush=True)
-    try:
-        return subprocess.call(command)
-    except KeyboardInterrupt:
-        return 0
+    print(f"starting optuna-dashboard for {redact_url(storage_url)} on {args.host}:{args.port}", flush=True)
+    return serve(command, name="optuna-dashboard", host=args.host, port=args.port, ready_path="/api/studies",
+                 hint="check --storage (e.g. sqlite:///optuna.db, journal:optuna.journal)")

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 from pathlib import Path
 
 from ..errors import ComplexityTrackerError
+from ..studies.storage import redact_url
 from ..tracking_store import DEFAULT_TRACKING_URI, resolve_tracking_uri
+from .server_process import serve
 
 
 class UIError(ComplexityTrackerError, ValueError):
@@ -17,7 +18,7 @@ class UIError(ComplexityTrackerError, ValueError):
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.description = (
-        "Serve the MLflow UI (mlflow server) on a tracking store; stop it with Ctrl-C."
+        "Serve the MLflow UI (mlflow server) on a tracking store; stop it with Ctrl-C or SIGTERM."
     )
     parser.add_argument(
         "--backend-store-uri",
@@ -59,5 +60,7 @@ def run(args: argparse.Namespace) -> int:
             f"no tracking store at {store} (looked in {Path.cwd()}); train first "
             "(`complexity-tracker train`) or pass --backend-store-uri"
         )
-    print(f"MLflow UI for {store} at http://{args.host}:{args.port} (Ctrl-C stops it)", flush=True)
-    return subprocess.call(mlflow_ui_command(store, args.host, args.port))
+    print(f"starting the MLflow UI for {redact_url(store)} on {args.host}:{args.port}", flush=True)
+    return serve(mlflow_ui_command(store, args.host, args.port), name="the MLflow UI", host=args.host,
+                 port=args.port, ready_path="/health",
+                 hint="check --backend-store-uri (e.g. sqlite:///mlflow.db, postgresql://user@host/db)")

@@ -228,3 +228,9 @@ def test_bad_settings_are_rejected_before_any_run_starts(digits):
         ComplexityTracker(x[:20], y[:19])
     with pytest.raises(ValueError, match="unknown estimator"):
         ComplexityTracker(x[:20], y[:20], estimator="histogram")
+    with pytest.raises(ValueError, match=r"repeats >= 2"):
+        ComplexityTracker(x[:20], y[:20], repeats=1)
+    with pytest.raises(ValueError, match="too small for its 10 classes"):
+        ComplexityTracker(x[:10], torch.arange(10))  # one input per class: I(X;S;Y) needs 2
+    with pytest.raises(ValueError, match="per_class <= "):
+        ComplexityTracker.from_dataset(x, y, per_class=1000)

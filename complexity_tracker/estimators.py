@@ -59,7 +59,7 @@ def as_packed(states: np.ndarray | torch.Tensor | PackedStates) -> PackedStates:
             bad = array[~np.isin(array, (0, 1))].ravel()[:3]
             raise InvalidStatesError(
                 f"states must be binary (0/1 gating states); found values such as {bad.tolist()}. "
-                "Threshold pre-activations with z >= 0 first."
+                "Threshold pre-activations with z > 0 (the gate) first."
             )
     return PackedStates.from_binary(array)
 

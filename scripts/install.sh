@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Create .venv and install complexity-tracker with the CPU build of torch 2.13.0.
-# Idempotent: a second run only checks what is already there.
+# Create .venv and install complexity-tracker with the CPU build of torch 2.13.0 and optuna-dashboard
+# (the `dashboard` extra, always installed so that the `dashboard` command a study prints works).
+# Usage: scripts/install.sh [EXTRAS], e.g. `test` or `postgres,test`.  Idempotent: a second run
+# only checks what is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
 VENV="${VENV:-.venv}"
-EXTRAS="${1:-}"
+EXTRAS="dashboard${1:+,$1}"
 
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
 PIP=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
@@ -15,4 +17,4 @@ if ! "$VENV/bin/python" -c "import torch, sys; sys.exit(0 if torch.__version__.s
     # On machines without the local CPU wheel, set TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
     "${PIP[@]}" install "torch==2.13.0" ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"}
 fi
-"${PIP[@]}" install -e ".${EXTRAS:+[$EXTRAS]}"
+"${PIP[@]}" install -e ".[$EXTRAS]"

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 
 from complexity_tracker.cli.main import COMMANDS, build_parser, parse_args
+from servers import free_port
 
 
 def test_top_level_help_lists_every_command(capsys: pytest.CaptureFixture) -> None:
@@ -47,3 +50,68 @@ def test_study_run_parses_without_loading_torch_or_mlflow() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+#: Every command that talks to an MLflow tracking server, with the arguments it needs besides --tracking-uri.
+TRACKING_COMMANDS = {
+    "train": ["train", "--epochs", "1"],
+    "study run": ["study", "run", "studies/quickstart.toml", "--storage", "sqlite:///{tmp}/optuna.db"],
+    "study run --workers 2": ["study", "run", "studies/quickstart.toml", "--workers", "2", "--storage",
+                              "journal:{tmp}/optuna.journal"],
+    "study report": ["study", "report", "studies/quickstart.toml", "--storage", "sqlite:///{tmp}/optuna.db"],
+    "evaluate --runs": ["evaluate", "--runs", "0123456789abcdef"],
+    "measure --runs": ["measure", "--runs", "0123456789abcdef"],
+    "reproduce": ["reproduce", "--tiny", "--out", "{tmp}/reproduction"],
+}
+
+
+#: Commands whose module imports torch before their handler can check the server (cli/evaluate.py and
+#: cli/model_sources.py import the robustness package at module level).
+IMPORTS_TORCH_FIRST = pytest.mark.xfail(strict=True, reason="imports torch before it checks the tracking server")
+
+
+@pytest.mark.parametrize("name", [
+    pytest.param(name, marks=IMPORTS_TORCH_FIRST) if name.startswith(("evaluate", "measure")) else name
+    for name in sorted(TRACKING_COMMANDS)
+])
+def test_every_tracking_command_fails_fast_with_one_line_on_a_refused_server(name, tmp_path):
+    """The README's promise: an unreachable tracking server fails within 5 s.  What keeps it on a loaded
+    machine is checked directly: the command exits before torch is imported and before anything is
+    created; the wall time gets a generous bound (the times measured are in docs/tracking.md)."""
+    dead = f"http://127.0.0.1:{free_port()}"
+    arguments = [arg.format(tmp=tmp_path) for arg in TRACKING_COMMANDS[name]] + ["--tracking-uri", dead]
+    code = (
+        "import sys\n"
+        "from complexity_tracker.cli.main import main\n"
+        f"code = main({arguments!r})\n"
+        "print(f'exit {code}, torch imported: {\"torch\" in sys.modules}')\n"
+    )
+    started = time.monotonic()
+    result = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parent.parent,
+                            capture_output=True, text=True, timeout=300)
+    elapsed = time.monotonic() - started
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr, result.stderr
+    assert f"cannot reach the MLflow tracking server at {dead}" in result.stderr
+    assert result.stdout.strip() == "exit 2, torch imported: False"
+    assert not list(tmp_path.iterdir()), "nothing is created before the check"
+    assert elapsed < 15, f"{name} took {elapsed:.1f} s"
+
+
+@pytest.mark.parametrize("argv", [["train", "--epochs", "1"], ["reproduce", "--quick"], ["study", "report", "x.toml"]])
+def test_tracking_commands_parse_without_loading_torch_or_mlflow(argv):
+    """So that they can check the tracking server before paying for these imports."""
+    code = (
+        "import sys\n"
+        "from complexity_tracker.cli.main import parse_args\n"
+        f"parse_args({argv!r})\n"
+        "print(sorted({'torch', 'mlflow', 'sklearn'} & set(sys.modules)))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
+
+
+def test_reproduce_offers_every_claim_it_judges():
+    from complexity_tracker.cli.reproduce import CLAIM_NAMES
+    from complexity_tracker.reproduce.runner import CLAIMS
+
+    assert CLAIM_NAMES == tuple(CLAIMS)

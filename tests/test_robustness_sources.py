@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+import pickle
+from pathlib import Path
 
-import mlflow
 import optuna
 import pytest
 import torch
@@ -17,6 +18,7 @@ from complexity_tracker.experiment import run_experiment
 from complexity_tracker.models import build_model
 from complexity_tracker.robustness.errors import ModelSourceError
 from complexity_tracker.robustness.sources import from_run, open_study, select_trials
+from complexity_tracker.tracking import STATE_DICT_ARTIFACT
 from complexity_tracker.training import save_checkpoint, train
 from test_robustness import one_thread  # noqa: F401  (autouse: tiny models run fastest on one thread)
 
@@ -92,13 +94,76 @@ def test_json_output_is_strict_json(checkpoints, capsys):
 
 
 def test_run_model_is_rebuilt_with_its_gates(study_runs):
-    source = from_run(MlflowClient(study_runs["uri"]), study_runs["runs"][0])
+    client = MlflowClient(study_runs["uri"])
+    source = from_run(client, study_runs["runs"][0])
     assert source.name == "width-6" and source.config.width == 6
     assert any(isinstance(m, torch.nn.ReLU) for m in source.model.modules())
-    mlflow.set_tracking_uri(study_runs["uri"])
-    logged = mlflow.pytorch.load_model(f"runs:/{study_runs['runs'][0]}/model")
-    x = load_data(source.config).x_test[:5]
-    torch.testing.assert_close(source.model(x), logged(x))
+    data = load_data(source.config)
+    with torch.no_grad():
+        accuracy = (source.model(data.x_test).argmax(1) == data.y_test).float().mean().item()
+    assert accuracy == pytest.approx(client.get_run(source.run_id).data.metrics["test_acc"], abs=1e-6)
+
+
+def test_measure_takes_runs_and_reads_what_they_logged(study_runs, capsys):
+    run_id = study_runs["runs"][1]
+    assert main(["measure", "--runs", run_id, "--tracking-uri", study_runs["uri"], "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    network = next(layer for layer in printed["layers"] if layer["name"] == "network")
+    logged = MlflowClient(study_runs["uri"]).get_run(run_id).data.metrics
+    assert printed["run_id"] == run_id and network["H"] == pytest.approx(logged["H/network"], abs=1e-9)
+    assert main(["measure", "--study", "robust", "--storage", study_runs["storage"], "--top-k", "1",
+                 "--tracking-uri", study_runs["uri"]]) == 0
+    assert "(trial-" in capsys.readouterr().out
+    assert main(["measure", "x.pt", "--runs", run_id]) == 2
+    assert "not both" in capsys.readouterr().err
+
+
+class CreatesAFile:
+    """Unpickling this opens (creates) ``path``: what a hostile run could put in its model artifact."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return open, (self.path, "w")
+
+
+@pytest.mark.parametrize("writer", ["torch.save", "pickle.dump"])
+def test_a_run_whose_weights_are_a_hostile_pickle_is_refused_unexecuted(study_runs, tmp_path, writer):
+    client = MlflowClient(study_runs["uri"])
+    run_id = client.create_run(client.get_run(study_runs["runs"][0]).info.experiment_id, run_name="hostile").info.run_id
+    client.log_dict(run_id, TINY.to_dict(), "config.json")
+    marker = tmp_path / "code-ran"
+    payload = tmp_path / "state_dict.pt"
+    if writer == "torch.save":
+        torch.save({"net.0.weight": CreatesAFile(str(marker))}, payload)
+    else:
+        payload.write_bytes(pickle.dumps(CreatesAFile(str(marker))))
+    client.log_artifact(run_id, str(payload), STATE_DICT_ARTIFACT.rsplit("/", 1)[0])
+    # the MLflow model of the run is a pickle too: it must not be read at all
+    pickled_model = tmp_path / "model" / "data" / "model.pth"
+    pickled_model.parent.mkdir(parents=True)
+    pickled_model.write_bytes(pickle.dumps(CreatesAFile(str(marker))))
+    client.log_artifacts(run_id, str(tmp_path / "model"), "model")
+    client.set_terminated(run_id)
+    with pytest.raises(ModelSourceError, match=r"refused the weights of MLflow run .* not a plain state_dict"):
+        from_run(client, run_id)
+    assert not marker.exists()
+
+
+def test_a_run_without_a_state_dict_is_refused(study_runs, tmp_path, capsys):
+    client = MlflowClient(study_runs["uri"])
+    run_id = client.create_run(client.get_run(study_runs["runs"][0]).info.experiment_id, run_name="old").info.run_id
+    client.log_dict(run_id, TINY.to_dict(), "config.json")
+    marker = tmp_path / "code-ran"
+    pickled_model = tmp_path / "model" / "data" / "model.pth"
+    pickled_model.parent.mkdir(parents=True)
+    pickled_model.write_bytes(pickle.dumps(CreatesAFile(str(marker))))
+    client.log_artifacts(run_id, str(tmp_path / "model"), "model")
+    assert main(["evaluate", "--runs", run_id, "--tracking-uri", study_runs["uri"], *FAST_ATTACKS]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"lacks config.json or {STATE_DICT_ARTIFACT}" in err and "could run code" in err
+    assert not marker.exists()
 
 
 def test_trial_selection(study_runs):
@@ -140,7 +205,7 @@ def test_study_evaluation_logs_on_trial_runs_and_parent(study_runs, capsys):
     assert {"robustness/transfer_matrix.png", "robustness/comparison.json", "robustness/correlations.csv"} <= artifacts
 
 
-def test_runs_evaluation_creates_a_summary_run(study_runs, capsys):
+def test_runs_evaluation_creates_a_summary_run(study_runs, tmp_path, capsys):
     assert main(["evaluate", "--runs", *study_runs["runs"], "--tracking-uri", study_runs["uri"], *FAST_ATTACKS]) == 0
     out = capsys.readouterr().out
     summary_id = out.strip().rsplit(" ", 1)[-1]
@@ -148,11 +213,21 @@ def test_runs_evaluation_creates_a_summary_run(study_runs, capsys):
     assert summary.info.run_name == "robustness-evaluation" and summary.info.status == "FINISHED"
     rho = summary.data.metrics["robustness/spearman_rho/H/network/clean_acc"]  # 3 models: a rank correlation
     assert -1 <= rho <= 1
+    # by default the complexity is what each run logged at its last epoch, on its own probe
+    assert "complexity (bits): logged by the run at epoch 3 (its probe of 100 samples, kde)" in out
+    client = MlflowClient(study_runs["uri"])
+    comparison = json.loads(Path(client.download_artifacts(summary_id, "robustness/comparison.json", str(tmp_path)))
+                            .read_text())
+    for model in comparison["models"]:
+        assert model["complexity"]["H/network"] == client.get_run(model["run_id"]).data.metrics["H/network"]
+    assert main(["evaluate", "--runs", *study_runs["runs"][:2], "--tracking-uri", study_runs["uri"], "--no-log",
+                 "--remeasure", *FAST_ATTACKS]) == 0
+    assert "complexity (bits): measured on a probe of 100 samples (kde)" in capsys.readouterr().out
 
 
 def test_bad_sources_give_clean_errors(study_runs, checkpoints, tmp_path, capsys):
     assert main(["evaluate", "--runs", "0" * 32, "--tracking-uri", study_runs["uri"], *FAST_ATTACKS]) == 2
-    assert "has no usable model" in capsys.readouterr().err
+    assert "cannot be read" in capsys.readouterr().err
     assert main(["evaluate", "--study", "robust", *FAST_ATTACKS]) == 2
     assert "--study needs --storage" in capsys.readouterr().err
     assert main(["evaluate", "--checkpoints", str(tmp_path / "missing.pt")]) == 2

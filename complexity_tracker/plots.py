@@ -15,6 +15,8 @@ COMPLEXITY_LABELS = {
     "TC": "TC(S)",
     "C": "C = sum h(p_i)",
 }
+#: Values drawn in a panel of their own: TC reaches many times the range of H and I(X;S;Y).
+SEPARATE_PANEL = ("TC", "C")
 
 
 def plot_layer_complexity(
@@ -24,7 +26,8 @@ def plot_layer_complexity(
     stochastic: bool = False,
     metrics: tuple[str, ...] = ("H", "I_XSY", "TC"),
 ) -> Figure:
-    """Complexity of one layer against the epoch.
+    """Complexity of one layer against the epoch: H(S), I(X;S;Y) (and I(X;S)) in the top panel,
+    TC(S) in its own panel below (it can be many times larger and would flatten the others).
 
     Args:
         rows: measured values, one mapping per (epoch, layer) with keys ``epoch``, ``layer`` and
@@ -37,16 +40,21 @@ def plot_layer_complexity(
     if not selected:
         raise ValueError(f"no measured values for layer {layer!r}")
     names = metrics + (("I_XS",) if stochastic and "I_XS" not in metrics else ())
-    figure = Figure(figsize=(6, 4), layout="constrained")
-    axes = figure.add_subplot()
+    panels = [[n for n in names if n not in SEPARATE_PANEL], [n for n in names if n in SEPARATE_PANEL]]
+    panels = [panel for panel in panels if panel]
+    figure = Figure(figsize=(6, 2.4 + 2.0 * len(panels)), layout="constrained")
+    axes_list = figure.subplots(len(panels), 1, sharex=True, squeeze=False)[:, 0]
     epochs = [r["epoch"] for r in selected]
-    for name in names:
-        axes.plot(epochs, [r[name] for r in selected], marker="o", markersize=3, label=COMPLEXITY_LABELS.get(name, name))
-    axes.set_xlabel("epoch")
-    axes.set_ylabel("bits")
-    axes.set_title(f"complexity of {layer} (d = {selected[-1].get('d', '?')}, N = {selected[-1].get('N', '?')})")
-    axes.grid(alpha=0.3)
-    axes.legend()
+    for axes, panel in zip(axes_list, panels):
+        for name in panel:
+            colour = f"C{names.index(name)}"
+            axes.plot(epochs, [r[name] for r in selected], marker="o", markersize=3, color=colour,
+                      label=COMPLEXITY_LABELS.get(name, name))
+        axes.set_ylabel("bits")
+        axes.grid(alpha=0.3)
+        axes.legend(fontsize=8)
+    axes_list[-1].set_xlabel("epoch")
+    figure.suptitle(f"complexity of {layer} (d = {selected[-1].get('d', '?')}, N = {selected[-1].get('N', '?')})")
     return figure
 
 
@@ -121,30 +129,44 @@ def plot_lambda_sweep(
     """Metrics against log10 lambda, one panel per metric, the mean per lambda joined by a line.
 
     Args:
-        points: ``(log10_lambda, {metric: value})`` per run; ``None`` is lambda = 0, drawn one
-            decade left of the smallest lambda and labelled "0".
+        points: ``(log10_lambda, {metric: value})`` per run; ``None`` is lambda = 0, which has no
+            log10: it is drawn in a narrow axis of its own left of the log10 axis, labelled "λ = 0".
         metrics: metric key -> axis label (e.g. ``{"loss_gap": "test - train loss (nats)"}``).
     """
     import numpy as np
 
     points = list(points)
-    logs = [p[0] for p in points if p[0] is not None]
-    zero_at = (min(logs) if logs else 0.0) - 1.0
-    figure = Figure(figsize=(4.2 * len(metrics), 3.6), layout="constrained")
+    with_zero = any(p[0] is None for p in points)
+    figure = Figure(figsize=(4.4 * len(metrics) + (0.6 * len(metrics) if with_zero else 0), 3.6),
+                    layout="constrained")
+    columns = [5, 1, 24] if with_zero else [1]
+    grid = figure.add_gridspec(1, len(metrics) * len(columns),
+                               width_ratios=columns * len(metrics), wspace=0.0)
     for index, (key, label) in enumerate(metrics.items()):
-        axes = figure.add_subplot(1, len(metrics), index + 1)
-        xs = [zero_at if p[0] is None else p[0] for p in points if key in p[1]]
-        ys = [p[1][key] for p in points if key in p[1]]
-        axes.scatter(xs, ys, s=14, alpha=0.6)
-        means = sorted({x: float(np.mean([y for xx, y in zip(xs, ys) if xx == x])) for x in xs}.items())
-        if means:
+        first = index * len(columns)
+        axes = figure.add_subplot(grid[0, first + len(columns) - 1])
+        logs = [(p[0], p[1][key]) for p in points if key in p[1] and p[0] is not None]
+        if logs:
+            xs, ys = zip(*logs)
+            axes.scatter(xs, ys, s=14, alpha=0.6, color="C0")
+            means = sorted({x: float(np.mean([y for xx, y in logs if xx == x])) for x in xs}.items())
             axes.plot([m[0] for m in means], [m[1] for m in means], color="C1")
-        if any(p[0] is None for p in points):
-            ticks = [t for t in axes.get_xticks() if t > zero_at + 0.5]
-            axes.set_xticks([zero_at, *ticks], ["0", *[f"{t:g}" for t in ticks]])
         axes.set_xlabel("log10 lambda")
-        axes.set_ylabel(label)
         axes.grid(alpha=0.3)
+        if with_zero:
+            zero = figure.add_subplot(grid[0, first], sharey=axes)
+            zeros = [p[1][key] for p in points if key in p[1] and p[0] is None]
+            zero.scatter([0.0] * len(zeros), zeros, s=14, alpha=0.6, color="C0")
+            if zeros:
+                zero.plot([-0.4, 0.4], [float(np.mean(zeros))] * 2, color="C1")
+            zero.set_xlim(-1, 1)
+            zero.set_xticks([0.0], ["λ = 0"])
+            zero.grid(alpha=0.3)
+            zero.set_ylabel(label)
+            zero.spines["right"].set_linestyle((0, (2, 2)))
+            axes.tick_params(labelleft=False)
+        else:
+            axes.set_ylabel(label)
     figure.suptitle(title)
     return figure
 
@@ -192,7 +214,7 @@ def plot_param_importances(importances: Mapping[str, Mapping[str, float]], *, ti
         axes = figure.add_subplot(1, max(1, len(importances)), index + 1)
         names = list(values)[::-1]
         axes.barh(names, [values[n] for n in names], color="C0")
-        axes.set_xlabel("importance")
+        axes.set_xlabel("importance (fraction of the objective's variance, fANOVA)")
         axes.set_title(objective)
         axes.set_xlim(0, 1)
     figure.suptitle(title)

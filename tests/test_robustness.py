@@ -260,6 +260,12 @@ def test_compare_models_orders_by_complexity_and_reports(data, flat_model):
     for name in models:
         assert name in text
     assert "spearman rho" in text and "asymmetry" in text
-    for figure in (plot_robustness_vs_complexity(result), plot_accuracy_vs_epsilon(result),
-                   plot_transfer_matrix(result)):
-        assert figure.axes
+    scatter = plot_robustness_vs_complexity(result)
+    panels = [ax for ax in scatter.axes if ax.get_visible()]
+    assert all(ax.get_xlabel() == "H/network (bits)" and "(" in ax.get_ylabel() for ax in panels)
+    assert not any(ax.texts for ax in panels)  # models are named in one legend, not next to points
+    assert [t.get_text().split(" (")[0] for t in scatter.legends[0].get_texts()] == [m.name for m in result.models]
+    curves = plot_accuracy_vs_epsilon(result)
+    assert curves.axes[-1].get_ylabel() == "H/network (bits)"  # the colour bar
+    assert curves.axes[0].get_xlabel() == "epsilon (Linf, input units)"
+    assert plot_transfer_matrix(result).axes[-1].get_ylabel() == "fooling rate (fraction)"

@@ -250,19 +250,50 @@ def param_importances(
     study: optuna.Study, trials: Sequence[FrozenTrial], config: StudyConfig
 ) -> dict[str, dict[str, float]]:
     """``{objective: {param: importance}}`` by Optuna's default evaluator (fANOVA), or ``{}`` when
-    fewer than :data:`MIN_TRIALS_FOR_IMPORTANCE` trials are complete or no parameter varies."""
+    fewer than :data:`MIN_TRIALS_FOR_IMPORTANCE` trials are complete or no parameter varies.
+
+    ``log10_lam`` and its ``lam_is_zero`` switch count as one parameter, lambda = 0 placed one
+    decade below the searched range (:func:`lambda_as_one_param`): otherwise the trials at
+    lambda = 0, which have no log10_lam, would leave it out of the importances altogether.
+    """
     if len(trials) < MIN_TRIALS_FOR_IMPORTANCE:
         return {}
+    trials = lambda_as_one_param(trials)
     varying = [name for name in trials[0].params if len({repr(t.params.get(name)) for t in trials}) > 1]
     varying = [name for name in varying if all(name in t.params for t in trials)]
     if not varying:
         return {}
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "new study created in memory" line
+    try:
+        merged = optuna.create_study(directions=study.directions)
+    finally:
+        optuna.logging.set_verbosity(verbosity)
+    merged.add_trials(trials)
     importances = {}
     for index, objective in enumerate(config.study.objectives):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             values = optuna.importance.get_param_importances(
-                study, params=varying, target=lambda t, i=index: t.values[i]
+                merged, params=varying, target=lambda t, i=index: t.values[i]
             )
         importances[objective] = {k: v for k, v in values.items() if math.isfinite(v)}
     return importances
+
+
+def lambda_as_one_param(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
+    """Copies of ``trials`` in which lambda = 0 (``lam_is_zero``) is ``log10_lam`` one decade below
+    the smallest log10 lambda tried, so that every trial has a ``log10_lam``."""
+    tried = [t.params[LOG10_LAM] for t in trials if LOG10_LAM in t.params]
+    if not tried or all(LOG10_LAM in t.params for t in trials):
+        return list(trials)
+    low, high = min(tried) - 1.0, max(tried)
+    merged = []
+    for trial in trials:
+        params = {k: v for k, v in trial.params.items() if k != LAM_IS_ZERO}
+        distributions = {k: v for k, v in trial.distributions.items() if k != LAM_IS_ZERO}
+        params.setdefault(LOG10_LAM, low)
+        distributions[LOG10_LAM] = optuna.distributions.FloatDistribution(low, high)
+        merged.append(optuna.trial.create_trial(params=params, distributions=distributions, values=trial.values,
+                                                state=TrialState.COMPLETE))
+    return merged

@@ -65,15 +65,7 @@ TRACKING_COMMANDS = {
 }
 
 
-#: Commands whose module imports torch before their handler can check the server (cli/evaluate.py and
-#: cli/model_sources.py import the robustness package at module level).
-IMPORTS_TORCH_FIRST = pytest.mark.xfail(strict=True, reason="imports torch before it checks the tracking server")
-
-
-@pytest.mark.parametrize("name", [
-    pytest.param(name, marks=IMPORTS_TORCH_FIRST) if name.startswith(("evaluate", "measure")) else name
-    for name in sorted(TRACKING_COMMANDS)
-])
+@pytest.mark.parametrize("name", sorted(TRACKING_COMMANDS))
 def test_every_tracking_command_fails_fast_with_one_line_on_a_refused_server(name, tmp_path):
     """The README's promise: an unreachable tracking server fails within 5 s.  What keeps it on a loaded
     machine is checked directly: the command exits before torch is imported and before anything is

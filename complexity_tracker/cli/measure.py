@@ -46,15 +46,16 @@ def format_report(report: ComplexityReport) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..data import load_data
-    from ..metrics import class_balanced_probe, measure_complexity
-    from ..training import load_checkpoint
-
     if args.checkpoints and not (args.runs or args.study):
+        from ..training import load_checkpoint
+
         models = [({"checkpoint": path}, path, *load_checkpoint(path)) for path in args.checkpoints]
-    else:  # weights rebuilt from runs without running code, as evaluate does
+    else:  # weights rebuilt from runs without running code, as evaluate does; the server is checked first
         models = [({"run_id": s.run_id, "name": s.name}, f"run {s.run_id} ({s.name})", s.model, s.config)
                   for s in load_models(args, args.checkpoints)[0]]
+    from ..data import load_data
+    from ..metrics import class_balanced_probe, measure_complexity
+
     for source, path, model, config in models:
         data = load_data(config)
         per_class = args.per_class if args.per_class is not None else config.probe_per_class

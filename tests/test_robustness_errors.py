@@ -98,3 +98,19 @@ def test_labels_must_match_inputs():
         evaluate_robustness(classifier(), X, Y[:5])
     with pytest.raises(InputRangeError, match="integer"):
         evaluate_robustness(classifier(), X, Y.float())
+
+
+def test_evaluate_refuses_the_old_kernel_width_flag_naming_the_new_one(capsys):
+    from complexity_tracker.cli.main import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["evaluate", "--checkpoints", "a.pt", "--kde-lam", "0.02"])
+    assert exit_info.value.code == 2
+    assert "--kde-lam was renamed --kernel-width: use --kernel-width 0.02" in capsys.readouterr().err
+
+
+def test_unknown_grid_names_the_choices():
+    with pytest.raises(InvalidBudgetError, match="unknown grid 'huge'; choose from quick, full"):
+        RobustnessConfig.grid("huge")
+    assert RobustnessConfig.grid("quick", n_samples=10).min_norm_attacks == ("fab_l2",)
+    assert RobustnessConfig.grid("full") == RobustnessConfig()

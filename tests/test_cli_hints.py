@@ -17,6 +17,7 @@ from pathlib import Path
 import optuna
 import pytest
 
+from complexity_tracker.cli import hints
 from servers import free_port, stop_process, wait_for_http
 
 PROGRAM = Path(sys.executable).with_name("complexity-tracker")
@@ -177,3 +178,16 @@ def test_the_ui_hint_of_a_study_serves_its_runs_from_elsewhere(studied, elsewher
 def test_the_dashboard_hint_serves_the_study_from_elsewhere(studied, elsewhere):
     out, _ = studied
     assert_serves(printed(out, "Optuna dashboard"), elsewhere, "/api/studies", '"hints"')
+
+
+def test_printed_urls_are_absolute_and_leave_passwords_out(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert hints.storage_url("sqlite:///optuna.db") == f"sqlite:///{tmp_path}/optuna.db"
+    assert hints.storage_url("journal:runs/optuna.journal") == f"journal:{tmp_path}/runs/optuna.journal"
+    assert hints.tracking_uri("sqlite:///mlflow.db") == f"sqlite:///{tmp_path}/mlflow.db"
+    assert hints.storage_url("postgresql://me:s3cret@db:5432/x") == "postgresql://me@db:5432/x"
+    assert hints.tracking_uri("https://me:s3cret@mlflow.example:5000") == "https://mlflow.example:5000"
+    note = hints.credential_note(["postgresql://me:s3cret@db:5432/x", "https://me:s3cret@mlflow.example:5000"])
+    assert "PGPASSWORD" in note and "MLFLOW_TRACKING_PASSWORD" in note and "s3cret" not in note
+    assert hints.credential_note(["sqlite:///optuna.db", "http://127.0.0.1:5000"]) is None
+    assert hints.command("measure", tmp_path / "a b.pt") == f"{PROGRAM} measure '{tmp_path}/a b.pt'"

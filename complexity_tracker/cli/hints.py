@@ -18,6 +18,7 @@ from ..tracking_store import resolve_tracking_uri
 
 PROGRAM = "complexity-tracker"
 _PASSWORD = re.compile(r"(://[^:/@]+):[^@]*@")
+_USER_INFO = re.compile(r"://[^/@]+@")
 
 
 def program() -> list[str]:
@@ -38,12 +39,17 @@ def command(*args: str | Path) -> str:
 
 
 def absolute_path(path: str | Path) -> str:
+    """``path`` made absolute against the working directory (symlinks kept)."""
     return str(Path(path).absolute())
 
 
 def tracking_uri(uri: str) -> str:
-    """A tracking URI with a relative SQLite file made absolute, and without its password."""
-    return _PASSWORD.sub(r"\1@", resolve_tracking_uri(uri))
+    """A tracking URI with a relative SQLite file made absolute, and without its password (a tracking
+    server's user name goes too: MLflow takes both from MLFLOW_TRACKING_USERNAME/PASSWORD)."""
+    uri = resolve_tracking_uri(uri)
+    if uri.startswith(("http://", "https://")):
+        return _USER_INFO.sub("://", uri)
+    return _PASSWORD.sub(r"\1@", uri)
 
 
 def storage_url(url: str) -> str:

@@ -56,6 +56,6 @@ def reproduce_command(args: argparse.Namespace) -> int:
     width = max(len(r.name) for r in outcome.results)
     for result in outcome.results:
         print(f"{result.name:<{width}}  {result.verdict:<14}  {result.reason}")
-    print(f"\nreport: {outcome.report_path} ({outcome.wall_seconds / 60:.1f} min); "
+    print(f"\nreport: {outcome.report_path.absolute()} ({outcome.wall_seconds / 60:.1f} min); "
           f"MLflow run {outcome.run_id} in experiment 'reproduce'")
     return 0

@@ -34,7 +34,7 @@ def test_dashboard_lists_the_study(tmp_path: Path, storage_name: str) -> None:
             studies = json.load(response)["study_summaries"]
         assert [s["study_name"] for s in studies] == ["board"]
     finally:
-        stop_process(process)
+        stop_process(process, grace_s=30)  # the wrapper waits for its server to stop
 
 
 def test_dashboard_binds_loopback_and_refuses_bad_input(

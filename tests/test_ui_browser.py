@@ -59,7 +59,7 @@ def ui_with_a_run(in_tmp_cwd: Path):
         wait_for_http(f"http://127.0.0.1:{port}/health", process, 90, log_path)
         yield f"http://127.0.0.1:{port}", experiment_id, result.run_id
     finally:
-        stop_process(process)
+        stop_process(process, grace_s=30)  # the wrapper waits for its server to stop
 
 
 def test_mlflow_ui_shows_a_per_layer_complexity_chart(ui_with_a_run, test_output_dir):

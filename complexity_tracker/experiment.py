@@ -56,6 +56,7 @@ def run_experiment(
     tags: Mapping[str, str] | None = None,
     callbacks: Sequence[EpochCallback] = (),
     killed_exceptions: tuple[type[BaseException], ...] = (KeyboardInterrupt,),
+    finished_exceptions: tuple[type[BaseException], ...] = (),
     log_model: bool = True,
     progress: bool = False,
     stop: Callable[[], bool] | None = None,
@@ -65,7 +66,8 @@ def run_experiment(
     The probe is a class-balanced sample of the training set (``probe_per_class`` per class,
     seeded by ``data_seed``, so runs that differ only in ``seed`` share it).  ``callbacks`` run
     after the tracker each epoch.  The run ends FINISHED; KILLED when the training raises one of
-    ``killed_exceptions`` (e.g. Ctrl-C, ``optuna.TrialPruned``); FAILED for any other exception.
+    ``killed_exceptions`` (e.g. Ctrl-C); FINISHED for one of ``finished_exceptions`` (a training
+    stopped early on purpose, e.g. ``optuna.TrialPruned``); FAILED for any other exception.
     Exceptions are re-raised; metrics and artifacts logged until then stay in the run.  ``stop``
     is passed to :func:`~complexity_tracker.training.train` (a requested stop ends the run KILLED).
     ``run_name`` defaults to :func:`default_run_name`.  ``log_model`` stores the trained weights as a plain
@@ -96,6 +98,7 @@ def run_experiment(
         measure_every=config.measure_every,
         last_epoch=config.epochs,
         killed_exceptions=killed_exceptions,
+        finished_exceptions=finished_exceptions,
     )
     with tracker:
         result = train(model, data, config, callbacks=[tracker, *callbacks], progress=progress, stop=stop)

@@ -27,6 +27,7 @@ inside ``with tracker:`` / between :meth:`ComplexityTracker.start` and :meth:`Co
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import csv
 import io
@@ -61,7 +62,13 @@ from .metrics import (
 )
 from .nn_utils import find_stochastic_modules
 from .plots import plot_layer_complexity
-from .tracking_store import DEFAULT_EXPERIMENT, check_tracking_server, resolve_tracking_uri
+from .tracking_store import (
+    DEFAULT_EXPERIMENT,
+    check_tracking_server,
+    resolve_tracking_uri,
+    single_attempt,
+    tracking_server_answers,
+)
 
 if TYPE_CHECKING:
     from .training import EpochResult
@@ -172,6 +179,8 @@ class ComplexityTracker:
             training metrics are logged every epoch.
         last_epoch: the final epoch, always measured.
         killed_exceptions: exceptions that end the run KILLED rather than FAILED (context manager).
+        finished_exceptions: exceptions that end the run FINISHED, as a training stopped early on
+            purpose (e.g. ``optuna.TrialPruned``); the exception is still raised.
         server_timeout_s: how long to wait for an ``http(s)`` tracking server at start.
 
     Attributes:
@@ -202,6 +211,7 @@ class ComplexityTracker:
         measure_every: int = 1,
         last_epoch: int | None = None,
         killed_exceptions: tuple[type[BaseException], ...] = (KeyboardInterrupt,),
+        finished_exceptions: tuple[type[BaseException], ...] = (),
         server_timeout_s: float = 5.0,
     ) -> None:
         if not isinstance(measure_every, int) or measure_every < 1:
@@ -231,6 +241,7 @@ class ComplexityTracker:
         self.measure_every = measure_every
         self.last_epoch = last_epoch
         self.killed_exceptions = killed_exceptions
+        self.finished_exceptions = finished_exceptions
         self.server_timeout_s = server_timeout_s
         self.probe_params: dict[str, Any] = {"probe_size": len(probe_inputs)}
         self.run_id: str | None = None
@@ -337,14 +348,24 @@ class ComplexityTracker:
         else:
             self._client.set_terminated(self.run_id, status)
 
+    def _end_after_outage(self, status: str) -> None:
+        """End the run with one request and no artifacts: the tracking server does not answer, and
+        every request would wait out MLflow's whole retry budget.  When that request fails too the
+        run stays RUNNING on the server (a study ends it when the trial is retried)."""
+        with single_attempt(), contextlib.suppress(Exception):
+            self._terminate(status)
+
     def __enter__(self) -> ComplexityTracker:
         return self.start()
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
-        if exc_type is None:
+        if exc_type is None or issubclass(exc_type, self.finished_exceptions):
             self.end("FINISHED")
             return
         status = "KILLED" if issubclass(exc_type, self.killed_exceptions) else "FAILED"
+        if not tracking_server_answers(self.tracking_uri):
+            self._end_after_outage(status)
+            return
         try:
             self.end(status)
         except Exception as end_error:  # the training error matters more; report both

@@ -53,6 +53,49 @@ def stop_process(process: subprocess.Popen, grace_s: float = 3.0) -> None:
         process.wait(timeout=grace_s)
 
 
+class MlflowServer:
+    """An ``mlflow server`` process on a fixed free 127.0.0.1 port that a test can kill and start again.
+
+    Artifacts are proxied by the server and stored under ``artifacts_dir``.  The server's log is
+    written next to ``artifacts_dir`` (``mlflow-server-<port>.log``) and shown when it fails to start.
+    """
+
+    def __init__(self, backend_uri: str, artifacts_dir: str | Path, extra_args: tuple[str, ...] = ()) -> None:
+        self.artifacts_dir = Path(artifacts_dir)
+        self.artifacts_dir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = self.artifacts_dir.parent / f"mlflow-server-{self.port}.log"
+        self.command = [
+            str(MLFLOW_EXECUTABLE), "server",
+            "--backend-store-uri", backend_uri,
+            "--artifacts-destination", str(self.artifacts_dir),
+            "--host", "127.0.0.1",
+            "--port", str(self.port),
+            "--workers", "1",
+            *extra_args,
+        ]
+        self.process: subprocess.Popen | None = None
+
+    def start(self, timeout_s: float = 90.0) -> str:
+        """Start the server and wait until it answers; its URL."""
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        wait_for_http(f"{self.url}/health", self.process, timeout_s, self.log_path)
+        return self.url
+
+    def kill(self) -> None:
+        """SIGKILL the server and its worker processes (a crash: nothing is flushed or closed)."""
+        if self.process is not None and self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, 9)
+            self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            stop_process(self.process)
+
+
 @contextlib.contextmanager
 def mlflow_server(
     backend_uri: str,
@@ -61,30 +104,10 @@ def mlflow_server(
     startup_timeout_s: float = 90.0,
     extra_args: tuple[str, ...] = (),
 ) -> Iterator[str]:
-    """Run ``mlflow server`` on a free 127.0.0.1 port and yield its URL (``http://127.0.0.1:PORT``).
-
-    Artifacts are proxied by the server and stored under ``artifacts_dir``.  The server's log is
-    written next to ``artifacts_dir`` (``mlflow-server-<port>.log``) and shown when it fails to start.
-    The process group is terminated on exit.
-    """
-    artifacts_dir = Path(artifacts_dir)
-    artifacts_dir.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    log_path = artifacts_dir.parent / f"mlflow-server-{port}.log"
-    command = [
-        str(MLFLOW_EXECUTABLE), "server",
-        "--backend-store-uri", backend_uri,
-        "--artifacts-destination", str(artifacts_dir),
-        "--host", "127.0.0.1",
-        "--port", str(port),
-        "--workers", "1",
-        *extra_args,
-    ]
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    """Run ``mlflow server`` on a free 127.0.0.1 port and yield its URL (``http://127.0.0.1:PORT``);
+    the process group is terminated on exit (see :class:`MlflowServer`)."""
+    server = MlflowServer(backend_uri, artifacts_dir, extra_args)
     try:
-        wait_for_http(f"{url}/health", process, startup_timeout_s, log_path)
-        yield url
+        yield server.start(startup_timeout_s)
     finally:
-        stop_process(process)
+        server.stop()

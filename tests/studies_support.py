@@ -121,3 +121,46 @@ def check_grid_study(study: optuna.Study, config: StudyConfig, client: MlflowCli
     assert sorted(runs) == sorted(t.user_attrs[RUN_ID_ATTR] for t in counted)
     for trial in complete:
         assert runs[trial.user_attrs[RUN_ID_ATTR]].info.status == "FINISHED"
+
+
+def expected_run_status(trial: optuna.trial.FrozenTrial) -> tuple[str, str | None]:
+    """The MLflow status a trial's run must have, and the tag that must say why (written out here,
+    not taken from the code under test)."""
+    attrs = trial.user_attrs
+    if trial.state == TrialState.COMPLETE:
+        return "FINISHED", None
+    if trial.state == TrialState.PRUNED:
+        return "FINISHED", "optuna.pruned"
+    assert trial.state == TrialState.FAIL, f"trial {trial.number} is {trial.state.name}"
+    if attrs.get("interrupted"):
+        return "KILLED", "optuna.interrupted"
+    if "fault" in attrs:
+        return "FAILED", "optuna.fault"
+    if "diverged" in attrs:
+        return "FAILED", "optuna.diverged"
+    return "KILLED", "optuna.stale"  # its worker died
+
+
+def check_runs_mirror_trials(study: optuna.Study, client: MlflowClient) -> None:
+    """Every trial that started a run has exactly its own run, whose status and tags match the trial's
+    final state, read from Optuna and MLflow themselves; no run of the study is left RUNNING."""
+    runs = {r.info.run_id: r for r in child_runs(client, study.user_attrs[PARENT_RUN_ATTR])}
+    with_runs = [t for t in study.trials if RUN_ID_ATTR in t.user_attrs]
+    assert len({t.user_attrs[RUN_ID_ATTR] for t in with_runs}) == len(with_runs), "two attempts share a run"
+    assert sorted(runs) == sorted(t.user_attrs[RUN_ID_ATTR] for t in with_runs)
+    for trial in with_runs:
+        run = runs[trial.user_attrs[RUN_ID_ATTR]]
+        status, tag = expected_run_status(trial)
+        assert (run.info.status, run.data.tags.get("optuna.state")) == (status, trial.state.name), trial.number
+        assert run.data.tags["optuna.trial_number"] == str(trial.number)
+        if tag is not None:
+            assert tag in run.data.tags, f"run of trial {trial.number} lacks tag {tag}: {run.data.tags}"
+
+
+def check_metric_steps(client: MlflowClient, run_id: str, metric: str, epochs: int | None) -> list[int]:
+    """The steps of ``metric`` in the run, read back with ``get_metric_history``: each logged once and
+    none missing (0..epochs when ``epochs`` is given, else 0..last); returns them."""
+    steps = sorted(m.step for m in client.get_metric_history(run_id, metric))
+    last = epochs if epochs is not None else (steps[-1] if steps else -1)
+    assert steps == list(range(last + 1)), f"{metric} of run {run_id}: steps {steps}"
+    return steps

@@ -13,6 +13,7 @@ from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 from studies_support import (
     check_grid_study,
+    check_runs_mirror_trials,
     cli_command,
     clean_env,
     run_cli,
@@ -69,3 +70,5 @@ def test_sigkilled_worker_trial_is_retried(tmp_path: Path, mlflow_server_url: st
         assert retries[0].params == killed.params
         abandoned = client.get_run(killed.user_attrs[RUN_ID_ATTR])
         assert abandoned.info.status == "KILLED" and abandoned.data.tags["optuna.stale"] == "true"
+        assert retries[0].user_attrs["worker"] != killed.user_attrs["worker"]
+        check_runs_mirror_trials(study, client)

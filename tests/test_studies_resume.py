@@ -13,12 +13,25 @@ import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
-from studies_support import cli_command, clean_env, run_cli, wait_until, write_config
+from studies_support import (
+    check_metric_steps,
+    check_runs_mirror_trials,
+    cli_command,
+    clean_env,
+    run_cli,
+    wait_until,
+    write_config,
+)
 
 from complexity_tracker.studies import budget, create_storage, load_study_config
 from complexity_tracker.studies.mlflow_runs import PARENT_RUN_ATTR, RUN_ID_ATTR, child_runs
 
 pytestmark = pytest.mark.slow
+
+#: Long enough that a trial seen training is still training when the signal arrives (with two
+#: workers: still training when the other worker's trial starts, on a loaded machine too).
+EPOCHS = 40
+EPOCHS_TWO_WORKERS = 120
 
 
 def interrupt_when(process: subprocess.Popen, condition: Callable[[], bool], what: str) -> str:
@@ -36,7 +49,7 @@ def interrupt_when(process: subprocess.Popen, condition: Callable[[], bool], wha
 
 def test_interrupt_then_resume(tmp_path: Path) -> None:
     path = write_config(tmp_path, "resume", study='n_trials = 3\nsampler = { name = "random", seed = 0 }',
-                        search="width = { low = 4, high = 16 }", run="epochs = 200")
+                        search="width = { low = 4, high = 16 }", run=f"epochs = {EPOCHS}")
     config = load_study_config(path)
     storage = create_storage(f"sqlite:///{tmp_path / 'optuna.db'}", config.study)
     command = cli_command("study", "run", str(path), "--no-log-model", "--no-progress")
@@ -73,12 +86,15 @@ def test_interrupt_then_resume(tmp_path: Path) -> None:
     assert len(finished) == 3 and all(t.state == TrialState.COMPLETE for t in finished)
     retry = next(t for t in study.trials if budget.retry_history(t) == [1])
     assert retry.state == TrialState.COMPLETE and retry.params == interrupted.params
+    assert "interrupted" not in retry.user_attrs and retry.user_attrs["worker"] != interrupted.user_attrs["worker"]
     assert len(child_runs(client, parent_id)) == 4  # 3 finished trials and the interrupted one
+    check_runs_mirror_trials(study, client)  # the retry's own run FINISHED, the interrupted one KILLED
+    check_metric_steps(client, retry.user_attrs[RUN_ID_ATTR], "train_loss", EPOCHS)
 
 
 def test_interrupting_the_launcher_stops_its_helper_workers_then_resume(tmp_path: Path) -> None:
     path = write_config(tmp_path, "resume2", study='sampler = "grid"', search="depth = [1, 2]\nwidth = [6, 12]",
-                        run="epochs = 200")
+                        run=f"epochs = {EPOCHS_TWO_WORKERS}")
     config = load_study_config(path)
     storage_url = f"journal:{tmp_path / 'optuna.journal'}"
     command = cli_command("study", "run", str(path), "--workers", "2", "--storage", storage_url,
@@ -115,3 +131,4 @@ def test_interrupting_the_launcher_stops_its_helper_workers_then_resume(tmp_path
     finished = budget.finished(study)
     assert len(finished) == 4 and all(t.state == TrialState.COMPLETE for t in finished)
     assert sorted((t.params["depth"], t.params["width"]) for t in finished) == [(1, 6), (1, 12), (2, 6), (2, 12)]
+    check_runs_mirror_trials(study, client)

@@ -114,6 +114,7 @@ def _launch(args: argparse.Namespace, config: StudyConfig, storage_url: str, tra
     """Run the study in this process (with ``helpers`` beside it) and print how it went."""
     import optuna
 
+    from ..studies.budget import given_up_line
     from ..studies.report import summary_line
     from ..studies.runner import run_study
 
@@ -124,6 +125,8 @@ def _launch(args: argparse.Namespace, config: StudyConfig, storage_url: str, tra
         progress=not args.no_progress, log_model=not args.no_log_model, finalize=_report_writer(config, tracking_uri),
     )
     print(summary_line(outcome.study, config))
+    for trial in outcome.given_up:
+        print(given_up_line(trial), file=sys.stderr)
     if outcome.interrupted:
         print("interrupted: run the same command again to resume the study", file=sys.stderr)
     elif not outcome.complete:
@@ -135,7 +138,9 @@ def _launch(args: argparse.Namespace, config: StudyConfig, storage_url: str, tra
         print(f"{len(failed_workers)} worker process(es) failed (exit codes {failed_workers}); see their output above",
               file=sys.stderr)
         return 1
-    return EXIT_INTERRUPTED if outcome.interrupted else 0
+    if outcome.interrupted:
+        return EXIT_INTERRUPTED
+    return 1 if outcome.given_up else 0
 
 
 def print_best_trials(study: optuna.Study, config: StudyConfig) -> None:
@@ -189,12 +194,15 @@ def _report_writer(config: StudyConfig, tracking_uri: str) -> Callable[[optuna.S
 
 def status_command(args: argparse.Namespace) -> int:
     from ..studies.factory import load_existing_study
+    from ..studies.faults import storage_errors
     from ..studies.report import format_table, summary_line, trial_rows
 
     config = load_study_config(args.config)
-    study = load_existing_study(config, create_storage(existing_storage_url(args.storage, config.study), config.study))
-    print(summary_line(study, config))
-    print(format_table(trial_rows(study, config)))
+    storage_url = existing_storage_url(args.storage, config.study)
+    with storage_errors(storage_url):
+        study = load_existing_study(config, create_storage(storage_url, config.study))
+        print(summary_line(study, config))
+        print(format_table(trial_rows(study, config)))
     return 0
 
 

@@ -6,25 +6,35 @@ parameters the sampler chooses when a worker takes them.  Taking a WAITING trial
 atomic in every Optuna storage, so workers never run the same slot or grid cell twice, and a
 study finishes with exactly ``n_trials`` finished slots however many workers share it.
 
-A slot whose worker died (heartbeat) or was interrupted is queued again as a retry that keeps
-the slot number.  A trial that did not come from the queue (a worker asked when the queue had just
-emptied) or that repeats a slot already taken is *surplus*: it is pruned at once, without a run.
+A slot is *settled* when its latest trial is COMPLETE, PRUNED, or FAIL because the training
+diverged (a result of the searched settings).  Any other FAIL (the worker died, was interrupted,
+or lost its tracking server or storage) is queued again as a retry that keeps the slot's number and
+parameters but none of the failed attempt's attributes.  Interruptions are always retried; other
+faults at most ``max_retry`` times per slot, after which the slot is *given up* and reported.
+A trial that did not come from the queue (a worker asked when the queue had just emptied) or that
+repeats a slot already taken is *surplus*: it is pruned at once, without a run.
 """
 
 from __future__ import annotations
 
+import datetime
 import itertools
-import warnings
+import os
+import socket
 from collections.abc import Sequence
+from pathlib import Path
 
 import optuna
-from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
 from .config import LAM_IS_ZERO, StudyConfig
 
 SLOT_ATTR = "slot"
 SURPLUS_ATTR = "surplus"
+#: Trial user attributes saying why a trial failed: Ctrl-C/SIGTERM, a NaN loss, a tracking or storage fault.
+INTERRUPTED_ATTR = "interrupted"
+DIVERGED_ATTR = "diverged"
+FAULT_ATTR = "fault"
 #: Study user attribute holding the number of enqueued slots; written last, so it also means "ready".
 N_SLOTS_ATTR = "n_trials"
 
@@ -93,10 +103,108 @@ def finished(study: optuna.Study) -> list[FrozenTrial]:
 
 
 def requeue(study: optuna.Study, trial: FrozenTrial) -> None:
-    """Queue a failed trial's slot again, with the same parameters (a new WAITING trial)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        RetryHeartbeatStaleTrialCallback(max_retry=None)(study, trial)
+    """Queue a failed trial's slot again: a new WAITING trial with the same slot and parameters.
+
+    The retry carries only the slot (user attributes such as ``interrupted``, ``worker`` or
+    ``mlflow_run_id`` belong to the failed attempt) and the ``retry_history`` system attribute
+    that Optuna's ``RetryHeartbeatStaleTrialCallback`` also writes.
+    """
+    system_attrs = {**trial.system_attrs, "failed_trial": trial.system_attrs.get("failed_trial", trial.number)}
+    system_attrs["retry_history"] = [*retry_history(trial), trial.number]
+    study.add_trial(
+        optuna.create_trial(
+            state=TrialState.WAITING, params=trial.params, distributions=trial.distributions,
+            user_attrs={SLOT_ATTR: trial.user_attrs[SLOT_ATTR]}, system_attrs=system_attrs,
+        )
+    )
+
+
+def is_settled(trial: FrozenTrial) -> bool:
+    """Whether a finished trial's result stands: COMPLETE, PRUNED, or FAIL because the loss diverged."""
+    return trial.state in (TrialState.COMPLETE, TrialState.PRUNED) or (
+        trial.state == TrialState.FAIL and DIVERGED_ATTR in trial.user_attrs
+    )
+
+
+def faults(trial: FrozenTrial, trials: Sequence[FrozenTrial]) -> int:
+    """How many attempts of ``trial``'s slot, up to ``trial`` itself, failed for a reason other
+    than an interruption or a diverged training (a dead worker, a tracking or storage fault)."""
+    by_number = {t.number: t for t in trials}
+    chain = [by_number[n] for n in retry_history(trial) if n in by_number] + [trial]
+    return sum(
+        t.state == TrialState.FAIL and not is_settled(t) and not t.user_attrs.get(INTERRUPTED_ATTR) for t in chain
+    )
+
+
+def unsettled(study: optuna.Study, max_retry: int) -> tuple[list[FrozenTrial], list[FrozenTrial]]:
+    """``(to_retry, given_up)``: the slots' latest trials that failed without a result and were not
+    queued again, split by whether the slot has retries left (``max_retry`` faults allowed)."""
+    trials = counted(study.get_trials(deepcopy=False))
+    retried = retried_numbers(trials)
+    failed = [t for t in trials if t.state == TrialState.FAIL and t.number not in retried and not is_settled(t)]
+    to_retry = [t for t in failed if faults(t, trials) <= max_retry]
+    return to_retry, [t for t in failed if t not in to_retry]
+
+
+def requeue_unsettled(study: optuna.Study, max_retry: int, worker: str | None = None) -> list[FrozenTrial]:
+    """Queue again every failed slot that has retries left (only those last run by ``worker``, when
+    given); returns the trials whose slots were queued."""
+    to_retry = [t for t in unsettled(study, max_retry)[0] if worker is None or t.user_attrs.get("worker") == worker]
+    for trial in to_retry:
+        requeue(study, trial)
+    return to_retry
+
+
+def given_up_line(trial: FrozenTrial) -> str:
+    """One line on a slot that used up its retries: its attempts and the last one's failure."""
+    attempts = [*retry_history(trial), trial.number]
+    failure = trial.user_attrs.get(FAULT_ATTR, "its worker stopped beating or raised an error")
+    return (f"slot {trial.user_attrs.get(SLOT_ATTR)} given up after {len(attempts)} attempts "
+            f"(trials {', '.join(map(str, attempts))}); last failure: {failure}")
+
+
+def fail_orphaned_trials(study: optuna.Study, max_retry: int, claim_s: float = 60.0) -> list[int]:
+    """Journal storages have no heartbeat: fail the RUNNING slot trials whose worker process on this
+    machine no longer exists (or that no worker claimed within ``claim_s`` seconds) and queue their
+    slots again; returns their numbers.  (A reused process id hides an orphan until that process ends.)"""
+    host = socket.gethostname()
+    now = datetime.datetime.now()
+    orphans = []
+    for trial in counted(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))):
+        worker_host, _, pid = str(trial.user_attrs.get("worker", "")).rpartition(":")
+        if "worker" in trial.user_attrs:
+            if worker_host != host or not pid.isdigit() or _process_exists(int(pid)):
+                continue
+        elif trial.datetime_start is None or (now - trial.datetime_start).total_seconds() < claim_s:
+            continue
+        study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
+        RetryStaleSlot(max_retry)(study, study.get_trials(deepcopy=False)[trial.number])
+        orphans.append(trial.number)
+    return orphans
+
+
+def _process_exists(pid: int) -> bool:
+    """Whether process ``pid`` runs (a zombie, dead but not yet reaped by its parent, does not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    stat = Path(f"/proc/{pid}/stat")
+    return not (stat.exists() and stat.read_text().rsplit(")", 1)[-1].split()[0] == "Z")
+
+
+class RetryStaleSlot:
+    """Heartbeat callback of RDB storages: queue again the slot of a trial whose worker stopped
+    beating, unless the slot has used up its ``max_retry`` retries (see :func:`faults`)."""
+
+    def __init__(self, max_retry: int) -> None:
+        self.max_retry = max_retry
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        if SLOT_ATTR in trial.user_attrs and faults(trial, study.get_trials(deepcopy=False)) <= self.max_retry:
+            requeue(study, trial)
 
 
 def retried_numbers(trials: Sequence[FrozenTrial]) -> set[int]:

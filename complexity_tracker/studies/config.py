@@ -101,7 +101,8 @@ class StudySettings:
         workers: worker processes started by ``study run`` on this machine.
         heartbeat_interval, grace_period: seconds; a RUNNING trial without a heartbeat for
             ``grace_period`` is failed and retried (RDB storages: SQLite, PostgreSQL).
-        max_retry: how often a trial whose worker died or was interrupted is run again.
+        max_retry: how often a slot is run again after a fault: its worker died, or its tracking
+            server or storage failed (interruptions do not count; see :mod:`.budget`).
     """
 
     name: str
@@ -198,14 +199,15 @@ def parse_study_config(document: Mapping[str, Any]) -> StudyConfig:
         base = RunConfig.from_dict(run)
     except ConfigError as exc:
         raise StudyConfigError(f"[run]: {exc}") from exc
-    search = tuple(_parse_param(name, spec, run) for name, spec in _table(document, "search").items())
-    if not search:
-        raise StudyConfigError("[search] is empty: name at least one run setting to search, e.g. depth = [2, 4]")
-    if any(p.name == LOG10_LAM for p in search) and base.loss_method == "none":
+    searched = _table(document, "search")
+    if LOG10_LAM in searched and base.loss_method == "none":  # before each value is checked against the run
         raise StudyConfigError(
             "[search] log10_lam needs a complexity loss: set [run] loss_method to ebm, kde or marginal "
             "(runs with lam = 0 switch it off by themselves)"
         )
+    search = tuple(_parse_param(name, spec, run) for name, spec in searched.items())
+    if not search:
+        raise StudyConfigError("[search] is empty: name at least one run setting to search, e.g. depth = [2, 4]")
     study = _parse_study(_table(document, "study"), search)
     if study.pruner != "none" and base.epochs < 2:
         raise StudyConfigError("[study] pruner needs [run] epochs >= 2 (it compares trials epoch by epoch)")

@@ -17,18 +17,39 @@ from mlflow.tracking import MlflowClient
 from optuna.trial import FrozenTrial, TrialState
 
 from ..tracking import get_or_create_experiment
-from .budget import SLOT_ATTR
+from .budget import DIVERGED_ATTR, FAULT_ATTR, INTERRUPTED_ATTR, SLOT_ATTR
 
 #: Study user attribute holding the parent run's id (how a resumed study finds its run again).
 PARENT_RUN_ATTR = "mlflow_parent_run_id"
 #: Trial user attribute holding the trial's MLflow run id (read by the robustness evaluation).
 RUN_ID_ATTR = "mlflow_run_id"
-INTERRUPTED_ATTR = "interrupted"
 STUDY_TAG = "optuna.study_name"
 ROLE_TAG = "optuna.role"
 
-#: MLflow status of a trial's run for each final Optuna state (an interrupted FAIL is KILLED).
-RUN_STATUS = {TrialState.COMPLETE: "FINISHED", TrialState.FAIL: "FAILED", TrialState.PRUNED: "KILLED"}
+
+def run_outcome(trial: FrozenTrial, abandoned: bool = False) -> tuple[str | None, dict[str, str]]:
+    """The MLflow status of a finished trial's run and the tags that say why.
+
+    COMPLETE -> FINISHED; PRUNED -> FINISHED with ``optuna.pruned = true`` (the pruner stopped the
+    training on purpose: the run holds every epoch it trained); FAIL -> KILLED with
+    ``optuna.interrupted = true`` (Ctrl-C, SIGTERM) or, for a run ``abandoned`` by a worker that
+    died, with ``optuna.stale = true``; FAIL -> FAILED with ``optuna.fault`` (the tracking server
+    or storage failed) or ``optuna.diverged`` (NaN loss), and for any other error.  ``None`` for a
+    trial that is not finished.
+    """
+    attrs = trial.user_attrs
+    if trial.state == TrialState.COMPLETE:
+        return "FINISHED", {}
+    if trial.state == TrialState.PRUNED:
+        return "FINISHED", {"optuna.pruned": "true"}
+    if trial.state != TrialState.FAIL:
+        return None, {}
+    if attrs.get(INTERRUPTED_ATTR):
+        return "KILLED", {"optuna.interrupted": "true"}
+    for attr in (FAULT_ATTR, DIVERGED_ATTR):
+        if attr in attrs:
+            return "FAILED", {f"optuna.{attr}": str(attrs[attr])[:5000]}
+    return ("KILLED", {"optuna.stale": "true"}) if abandoned else ("FAILED", {})
 
 
 def trial_tags(study_name: str, trial: optuna.Trial) -> dict[str, str]:
@@ -76,34 +97,39 @@ def end_parent_run(client: MlflowClient, run_id: str, status: str) -> None:
     client.set_terminated(run_id, status)
 
 
-def mirror_trial(client: MlflowClient, trial: FrozenTrial, objectives: Sequence[str]) -> None:
-    """Copy a finished trial's number, params, values and state onto its run and end it accordingly."""
+def mirror_trial(
+    client: MlflowClient, trial: FrozenTrial, objectives: Sequence[str], abandoned: bool = False
+) -> None:
+    """Copy a finished trial's number, params, values and state onto its run and end it with the
+    status of :func:`run_outcome`."""
     run_id = trial.user_attrs.get(RUN_ID_ATTR)
     if run_id is None:
         return
-    tags = {"optuna.trial_number": str(trial.number), "optuna.state": trial.state.name}
+    status, reason = run_outcome(trial, abandoned)
+    tags = {"optuna.trial_number": str(trial.number), "optuna.state": trial.state.name, **reason}
     tags.update({f"optuna.param.{name}": str(value) for name, value in trial.params.items()})
     if trial.values is not None:
         tags["optuna.values"] = json.dumps(dict(zip(objectives, trial.values)))
     client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
-    status = "KILLED" if trial.user_attrs.get(INTERRUPTED_ATTR) else RUN_STATUS.get(trial.state)
     if status is not None and client.get_run(run_id).info.status != status:
         client.set_terminated(run_id, status)
 
 
-def kill_abandoned_runs(client: MlflowClient, trials: Sequence[FrozenTrial]) -> None:
-    """End KILLED the still-RUNNING runs of trials whose worker died (found stale by the heartbeat)."""
+def end_abandoned_runs(client: MlflowClient, trials: Sequence[FrozenTrial], objectives: Sequence[str]) -> None:
+    """Mirror the failed ``trials`` whose runs do not show their final state yet: their worker died,
+    was interrupted or lost the tracking server before it could (the run may even have FINISHED
+    when only the trial's last storage write was lost)."""
     for trial in trials:
         run_id = trial.user_attrs.get(RUN_ID_ATTR)
         if run_id is None:
             continue
         try:
-            status = client.get_run(run_id).info.status
+            run = client.get_run(run_id)
         except mlflow.exceptions.MlflowException:  # logged to another tracking store
             continue
-        if status == RunStatus.to_string(RunStatus.RUNNING):
-            client.log_batch(run_id, tags=[RunTag("optuna.state", trial.state.name), RunTag("optuna.stale", "true")])
-            client.set_terminated(run_id, "KILLED")
+        running = run.info.status == RunStatus.to_string(RunStatus.RUNNING)
+        if running or run.data.tags.get("optuna.state") != trial.state.name:
+            mirror_trial(client, trial, objectives, abandoned=True)
 
 
 def child_runs(client: MlflowClient, parent_run_id: str) -> list[mlflow.entities.Run]:

@@ -12,10 +12,11 @@ import optuna
 from mlflow.tracking import MlflowClient
 
 from ..experiment import default_run_name, run_experiment
-from ..training import EpochResult
-from .budget import SURPLUS_ATTR, is_surplus, retry_history
+from ..tracking_store import tracking_outage
+from ..training import EpochResult, TrainingDivergedError
+from .budget import DIVERGED_ATTR, FAULT_ATTR, INTERRUPTED_ATTR, SURPLUS_ATTR, is_surplus, retry_history
 from .config import LAM_IS_ZERO, SearchParam, StudyConfig
-from .mlflow_runs import INTERRUPTED_ATTR, RUN_ID_ATTR, kill_abandoned_runs, trial_tags
+from .mlflow_runs import RUN_ID_ATTR, end_abandoned_runs, trial_tags
 
 #: Final complexity values stored as trial user attributes (bits), per layer and for the network.
 COMPLEXITY_ATTR_PREFIXES = ("H/", "I_XSY/")
@@ -43,7 +44,7 @@ def suggest_params(trial: optuna.Trial, search: Sequence[SearchParam]) -> dict[s
 class EpochPruning:
     """``EpochCallback`` reporting one metric to Optuna each epoch and pruning when told to.
 
-    Raises :class:`optuna.TrialPruned` (the run then ends KILLED).  Epoch 0 (the untrained
+    Raises :class:`optuna.TrialPruned` (the run then ends FINISHED).  Epoch 0 (the untrained
     network) is not reported.
     """
 
@@ -92,7 +93,9 @@ class StudyObjective:
     :class:`~complexity_tracker.config.RunConfig`, run :func:`run_experiment` as a child of the
     study's parent run with epoch-level pruning (single objective), and return the objective values
     of the last epoch.  User attributes: ``mlflow_run_id``, ``lam`` (linear weight), ``worker``
-    (host:pid) and the final ``H/<layer>`` / ``I_XSY/<layer>`` in bits.
+    (host:pid) and the final ``H/<layer>`` / ``I_XSY/<layer>`` in bits; on failure ``interrupted``,
+    ``diverged`` (NaN loss) or ``fault`` (the tracking server stopped answering), which decide
+    whether the slot is retried (see :mod:`.budget`).
 
     Args:
         config: the study config.
@@ -129,7 +132,7 @@ class StudyObjective:
             trial.set_user_attr(SURPLUS_ATTR, True)
             raise optuna.TrialPruned("surplus trial: its slot is already taken or the study's budget is used up")
         retried = [t for t in trials if t.number in retry_history(frozen)]
-        kill_abandoned_runs(self.client, retried)
+        end_abandoned_runs(self.client, retried, self.config.study.objectives)
         trial.set_user_attr("worker", worker_name())
         run_config = self.config.run_config(suggest_params(trial, self.config.search))
         trial.set_user_attr("lam", run_config.lam)
@@ -145,12 +148,21 @@ class StudyObjective:
                 parent_run_id=self.parent_run_id,
                 tags=trial_tags(trial.study.study_name, trial),
                 callbacks=callbacks,
-                killed_exceptions=(KeyboardInterrupt, optuna.TrialPruned),
+                killed_exceptions=(KeyboardInterrupt,),
+                finished_exceptions=(optuna.TrialPruned,),
                 log_model=self.log_model,
                 stop=self.stop,
             )
         except KeyboardInterrupt:
             trial.set_user_attr(INTERRUPTED_ATTR, True)
+            raise
+        except TrainingDivergedError as error:
+            trial.set_user_attr(DIVERGED_ATTR, str(error))
+            raise
+        except Exception as error:
+            outage = tracking_outage(error)
+            if outage is not None:
+                trial.set_user_attr(FAULT_ATTR, f"tracking server {self.tracking_uri}: {outage}")
             raise
         trial.set_user_attr(RUN_ID_ATTR, result.run_id)
         final_row = result.history[-1]

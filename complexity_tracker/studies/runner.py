@@ -12,17 +12,25 @@ Ctrl-C (SIGINT) or SIGTERM: the trial being trained stops, its run ends KILLED, 
 is marked FAIL and its slot is queued again; signals that arrive outside training stop the
 worker between trials, so the storage is never left half-written.  Run the same command again to
 resume.
+
+Faults (see :mod:`.faults`): a trial whose tracking server stops answering (MLflow's retries are
+bounded, :func:`~complexity_tracker.tracking_store.bound_tracking_retries`) is failed and its slot
+queued again, and the worker stops with one line; a storage error stops it with one line naming
+the cause.  A launcher that stops on an error ends the parent run FAILED.  A resume queues again
+every failed slot that has retries left; the study is complete when every slot is settled or
+given up (:mod:`.budget`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import signal
 import sys
 import time
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import optuna
@@ -30,18 +38,13 @@ import torch
 from mlflow.tracking import MlflowClient
 from tqdm.auto import tqdm
 
-from ..tracking_store import check_tracking_server
+from ..tracking_store import bound_tracking_retries, check_tracking_server, single_attempt, tracking_outage
 from ..training import TrainingDivergedError
-from .budget import finished, remaining, requeue, retried_numbers
+from .budget import fail_orphaned_trials, finished, remaining, requeue_unsettled, unsettled
 from .config import StudyConfig
 from .factory import join_study, open_study
-from .mlflow_runs import (
-    INTERRUPTED_ATTR,
-    PARENT_RUN_ATTR,
-    end_parent_run,
-    mirror_trial,
-    open_parent_run,
-)
+from .faults import TrackingOutageError, storage_errors
+from .mlflow_runs import PARENT_RUN_ATTR, end_parent_run, mirror_trial, open_parent_run
 from .objective import StudyObjective, worker_name
 from .storage import check_workers_supported, create_storage, redact_url, storage_kind, study_tracking_uri
 from .workers import EXIT_INTERRUPTED, HelperWorkers
@@ -81,6 +84,27 @@ class InterruptGuard:
         return self.requested
 
 
+class QuietTrialFailures(logging.Filter):
+    """Filter on Optuna's "Trial N failed ..." log records: a tracking fault is dropped (the worker
+    reports it in one line when it stops) and a diverged training keeps its line without the traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if error is None:
+            return True
+        if tracking_outage(error) is not None:
+            return False
+        if isinstance(error, TrainingDivergedError):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+    def install(self) -> None:
+        """Attach to the logger of ``study.optimize`` (once)."""
+        logger = logging.getLogger("optuna.study._optimize")
+        if not any(isinstance(f, QuietTrialFailures) for f in logger.filters):
+            logger.addFilter(self)
+
+
 def work(
     study: optuna.Study,
     objective: StudyObjective,
@@ -90,13 +114,16 @@ def work(
     after_trial: Callable[[], None] = lambda: None,
     poll_s: float = 1.0,
 ) -> None:
-    """Run queued trials until none is WAITING (with heartbeats: and none RUNNING elsewhere).
+    """Run queued trials until none is WAITING or RUNNING elsewhere.
 
-    With heartbeats a worker that ran out of WAITING trials waits while others run: a trial of a
-    dead worker turns stale and comes back to the queue.  Raises ``KeyboardInterrupt`` after
-    queueing the interrupted trial again.
+    A worker that ran out of WAITING trials waits while others run: a trial of a dead worker comes
+    back to the queue, found by the heartbeat (RDB storages) or, without one (journal), because its
+    worker process on this machine is gone (:func:`.budget.fail_orphaned_trials`).  Raises
+    ``KeyboardInterrupt`` after queueing the interrupted trial again, and
+    :class:`TrackingOutageError` after queueing again the trial that lost the tracking server.
     """
     settings = objective.config.study
+    QuietTrialFailures().install()
 
     def mirror(_study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         mirror_trial(objective.client, trial, settings.objectives)
@@ -106,33 +133,56 @@ def work(
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 optuna.storages.fail_stale_trials(study)
+        else:
+            fail_orphaned_trials(study, settings.max_retry)
         waiting, running = remaining(study)
         if waiting == 0:
-            if running == 0 or not heartbeat:
+            if running == 0:
                 return
             time.sleep(poll_s)
             continue
         try:
             study.optimize(objective, n_trials=1, catch=(TrainingDivergedError,), callbacks=[mirror])
         except KeyboardInterrupt:
-            _requeue_interrupted(study, objective)
+            _requeue_own_trial(study, objective)
             raise
+        except Exception as error:
+            outage = tracking_outage(error)
+            if outage is None:
+                raise
+            raise _lost_tracking_server(study, objective, outage) from None
         after_trial()
 
 
-def _requeue_interrupted(study: optuna.Study, objective: StudyObjective) -> None:
-    """Queue again the slot of the trial this worker was training when interrupted."""
-    trials = study.get_trials(deepcopy=False)
-    retried = retried_numbers(trials)
-    for trial in trials:
-        if (
-            trial.state == optuna.trial.TrialState.FAIL
-            and trial.user_attrs.get(INTERRUPTED_ATTR)
-            and trial.user_attrs.get("worker") == worker_name()
-            and trial.number not in retried
-        ):
-            requeue(study, trial)
-            mirror_trial(objective.client, trial, objective.config.study.objectives)
+def _requeue_own_trial(study: optuna.Study, objective: StudyObjective) -> list[optuna.trial.FrozenTrial]:
+    """Queue again the slot of the trial this worker was running when it failed (if it has retries
+    left) and mirror that trial onto its run with single MLflow requests (the server may be down)."""
+    settings = objective.config.study
+    requeued = requeue_unsettled(study, settings.max_retry, worker=worker_name())
+    mine = [t for t in unsettled(study, settings.max_retry)[1] if t.user_attrs.get("worker") == worker_name()]
+    with single_attempt():
+        for trial in [*requeued, *mine]:
+            with contextlib.suppress(Exception):
+                mirror_trial(objective.client, trial, settings.objectives)
+    return requeued
+
+
+def _lost_tracking_server(study: optuna.Study, objective: StudyObjective, outage: str) -> TrackingOutageError:
+    """Requeue this worker's failed trial; the one-line error the worker stops with."""
+    requeued = {t.number for t in _requeue_own_trial(study, objective)}
+    own = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("worker") == worker_name()]
+    last = own[-1] if own else None
+    if last is None or last.state != optuna.trial.TrialState.FAIL:
+        news = ""
+    elif last.number in requeued:
+        news = f"trial {last.number} failed and its slot is queued again; "
+    else:
+        news = (f"trial {last.number} failed and its slot has used up its retries "
+                f"([study] max_retry = {objective.config.study.max_retry}); ")
+    return TrackingOutageError(
+        f"the MLflow tracking server {objective.tracking_uri} stopped answering ({outage}); {news}"
+        "run the same command again to resume once it answers"
+    )
 
 
 @dataclass
@@ -146,6 +196,7 @@ class StudyOutcome:
     complete: bool
     interrupted: bool
     worker_exit_codes: list[int]
+    given_up: list[optuna.trial.FrozenTrial] = field(default_factory=list)
 
 
 def run_study(
@@ -161,10 +212,11 @@ def run_study(
     log_model: bool = True,
     finalize: Callable[[optuna.Study, str], None] | None = None,
 ) -> StudyOutcome:
-    """Open (or resume) the study and its parent run, run it with ``workers`` processes (this one
-    and ``workers - 1`` helpers), and end the parent run: FINISHED after
-    ``finalize(study, parent_run_id)`` when every slot is finished, KILLED when interrupted,
-    RUNNING when workers elsewhere still have trials.
+    """Open (or resume) the study and its parent run, queue again its failed slots that have
+    retries left, run it with ``workers`` processes (this one and ``workers - 1`` helpers), and end
+    the parent run: FINISHED after ``finalize(study, parent_run_id)`` when every slot is settled or
+    given up, KILLED when interrupted, FAILED when this process stops on an error, RUNNING when
+    workers elsewhere still have trials.
 
     ``helpers`` are helper processes the caller started already (the CLI starts them before its
     own imports); without them, ``workers > 1`` starts them here and needs ``config_path`` (the
@@ -173,6 +225,7 @@ def run_study(
     """
     check_workers_supported(storage_url, workers)
     tracking_uri = study_tracking_uri(tracking_uri, config.study)
+    bound_tracking_retries(tracking_uri)  # before helpers start: they inherit the settings
     if workers > 1 and helpers is None:
         if config_path is None:
             raise ValueError("run_study(workers > 1) needs config_path for the helper worker processes")
@@ -182,7 +235,7 @@ def run_study(
         )
     else:
         started = contextlib.nullcontext(helpers)
-    with started as helpers:
+    with started as helpers, storage_errors(storage_url):
         check_tracking_server(tracking_uri)
         client = MlflowClient(tracking_uri)
         config_text = Path(config_path).read_text() if config_path else None
@@ -195,10 +248,12 @@ def run_study(
         # the creator makes the parent run before the slots appear, so joining workers find it
         study, _ = open_study(config, create_storage(storage_url, config.study), prepare=parent_run)
         parent_run_id = parent_run(study)
+        requeue_unsettled(study, config.study.max_retry)
         if threads is not None or helpers is not None:
             torch.set_num_threads(threads or helpers.threads)
         forward = helpers.interrupt if helpers is not None else lambda: None
-        with InterruptGuard(forward) as guard, _progress_bar(study, config, progress) as update:
+        with _parent_run_failed_on_error(client, parent_run_id), InterruptGuard(forward) as guard, \
+                _progress_bar(study, config, progress) as update:
             objective = StudyObjective(
                 config, tracking_uri=tracking_uri, parent_run_id=parent_run_id,
                 stop=guard.stop_requested, log_model=log_model,
@@ -208,16 +263,30 @@ def run_study(
             except KeyboardInterrupt:
                 guard.requested = True
             codes = _wait_for_helpers(helpers, update) if helpers is not None else []
-    if any(code == EXIT_INTERRUPTED for code in codes):
-        guard.requested = True
-    complete = remaining(study) == (0, 0)
-    if complete:
-        if finalize is not None:
-            finalize(study, parent_run_id)
-        end_parent_run(client, parent_run_id, "FINISHED")
-    elif guard.requested:
-        end_parent_run(client, parent_run_id, "KILLED")
-    return StudyOutcome(study, parent_run_id, storage_url, tracking_uri, complete, guard.requested, codes)
+            if any(code == EXIT_INTERRUPTED for code in codes):
+                guard.requested = True
+            to_retry, given_up = unsettled(study, config.study.max_retry)
+            complete = remaining(study) == (0, 0) and not to_retry
+            if complete:
+                if finalize is not None:
+                    finalize(study, parent_run_id)
+                end_parent_run(client, parent_run_id, "FINISHED")
+            elif guard.requested:
+                end_parent_run(client, parent_run_id, "KILLED")
+    return StudyOutcome(study, parent_run_id, storage_url, tracking_uri, complete, guard.requested, codes, given_up)
+
+
+@contextlib.contextmanager
+def _parent_run_failed_on_error(client: MlflowClient, parent_run_id: str) -> Iterator[None]:
+    """End the parent run FAILED when the block raises an error (not on Ctrl-C), with a single
+    request: after a tracking fault the server may still be down (the run then stays RUNNING and
+    is set RUNNING again on resume anyway)."""
+    try:
+        yield
+    except Exception:
+        with single_attempt(), contextlib.suppress(Exception):
+            end_parent_run(client, parent_run_id, "FAILED")
+        raise
 
 
 def _wait_for_helpers(helpers: HelperWorkers, update: Callable[[], None], poll_s: float = 0.2) -> list[int]:
@@ -236,7 +305,8 @@ def run_worker(config: StudyConfig, *, storage_url: str, tracking_uri: str | Non
     torch.set_num_threads(threads)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     tracking_uri = study_tracking_uri(tracking_uri, config.study)
-    with InterruptGuard() as guard:
+    bound_tracking_retries(tracking_uri)
+    with InterruptGuard() as guard, storage_errors(storage_url):
         study = join_study(config, create_storage(storage_url, config.study), stop=lambda: guard.requested)
         if study is None:
             return EXIT_INTERRUPTED
@@ -279,4 +349,3 @@ def _study_params(config: StudyConfig, storage_url: str) -> dict[str, str]:
         "study.storage": redact_url(storage_url),
         "study.search": ",".join(p.name for p in config.search),
     }
-

@@ -9,7 +9,7 @@ Storage URLs:
 * ``postgresql://user@host:5432/db`` (any SQLAlchemy URL): for workers on several machines.
 
 RDB storages (SQLite, PostgreSQL) get a heartbeat: a RUNNING trial whose worker stopped beating
-for ``grace_period`` seconds is failed and queued again by ``RetryHeartbeatStaleTrialCallback``.
+for ``grace_period`` seconds is failed and its slot queued again (:class:`.budget.RetryStaleSlot`).
 """
 
 from __future__ import annotations
@@ -21,11 +21,17 @@ import warnings
 from pathlib import Path
 
 import optuna
-from optuna.storages import BaseStorage, JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend
 
+from ..errors import ComplexityTrackerError
 from ..tracking_store import resolve_tracking_uri
+from .budget import RetryStaleSlot
 from .config import StudyConfigError, StudySettings
+
+class StudyStorageError(ComplexityTrackerError):
+    """The Optuna storage cannot be read or written (the message names the cause and the fix)."""
+
 
 STORAGE_ENV = "COMPLEXITY_TRACKER_STORAGE"
 DEFAULT_SQLITE_URL = "sqlite:///optuna.db"
@@ -86,12 +92,16 @@ def create_storage(url: str, settings: StudySettings, attempts: int = 5) -> Base
     """Open (creating if needed) the storage at ``url`` with the study's heartbeat settings.
 
     Concurrent workers may create the tables at the same moment; a failed first connection is
-    retried a few times before the error is raised.
+    retried a few times before the error is raised (one line naming the cause).  A journal file is
+    checked first (:func:`.journal_file.check_journal`): a torn last line is cut off after a backup.
     """
     kind = storage_kind(url)
     if kind == "journal":
+        from .journal_file import check_journal
+
         path = journal_path(url)
         path.parent.mkdir(parents=True, exist_ok=True)
+        check_journal(path)
         return JournalStorage(JournalFileBackend(str(path)))
     engine_kwargs: dict = {"pool_pre_ping": True}
     if kind == "sqlite":
@@ -108,7 +118,7 @@ def create_storage(url: str, settings: StudySettings, attempts: int = 5) -> Base
                     engine_kwargs=engine_kwargs,
                     heartbeat_interval=settings.heartbeat_interval,
                     grace_period=settings.grace_period,
-                    heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=settings.max_retry),
+                    heartbeat_stale_trial_callback=RetryStaleSlot(settings.max_retry),
                 )
         except ImportError as exc:
             raise StudyConfigError(
@@ -116,7 +126,10 @@ def create_storage(url: str, settings: StudySettings, attempts: int = 5) -> Base
             ) from exc
         except Exception as exc:  # sqlalchemy.exc.* while another worker creates the tables
             if attempt == attempts - 1:
-                raise StudyConfigError(f"cannot open storage {redact_url(url)!r}: {exc}") from exc
+                from .faults import storage_fault
+
+                cause = storage_fault(exc) or f"cannot be opened ({exc})"
+                raise StudyStorageError(f"storage {redact_url(url)} {cause}") from exc
             time.sleep(0.5 * (attempt + 1))
     raise AssertionError("unreachable")
 

@@ -107,3 +107,15 @@ def test_reproduce_offers_every_claim_it_judges():
     from complexity_tracker.reproduce.runner import CLAIMS
 
     assert CLAIM_NAMES == tuple(CLAIMS)
+
+
+def test_a_study_config_with_an_old_setting_name_fails_naming_the_new_one(tmp_path, capsys):
+    from complexity_tracker.cli.main import main
+
+    config = Path(__file__).resolve().parent.parent / "studies" / "quickstart.toml"
+    old = tmp_path / "old.toml"
+    old.write_text(config.read_text().replace('probe_per_class = 50', 'probe_per_class = 50\nkde_lam = 0.02'))
+    assert main(["study", "run", str(old), "--storage", f"sqlite:///{tmp_path}/optuna.db",
+                 "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db"]) == 2
+    err = capsys.readouterr().err
+    assert "'kde_lam' was renamed 'kernel_width'" in err and err.count("\n") == 1

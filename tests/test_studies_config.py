@@ -239,3 +239,35 @@ def test_cli_reports_bad_configs_in_one_line(tmp_path: Path, capsys: pytest.Capt
     assert "not safe for 2 worker processes" in capsys.readouterr().err
     assert main(["study", "status", str(good), "--storage", f"sqlite:///{tmp_path / 'y.db'}"]) == 2
     assert "no study named 'g'" in capsys.readouterr().err
+
+
+def test_failed_slots_are_retried_with_fresh_attributes_until_max_retry_faults(tmp_path: Path) -> None:
+    """Interruptions are always retried; faults (a lost tracking server, a dead worker) at most
+    max_retry times, then the slot is given up; a diverged training settles its slot."""
+    config = parse_study_config(document({"n_trials": 2, "max_retry": 1}))
+    study, _ = open_study(config, create_storage(f"sqlite:///{tmp_path / 'r.db'}", config.study))
+
+    def fail_next(**attrs: object) -> optuna.trial.FrozenTrial:
+        trial = study.ask()
+        for key, value in {"worker": "host:1", "mlflow_run_id": f"run-{trial.number}", **attrs}.items():
+            trial.set_user_attr(key, value)
+        study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        return study.trials[trial.number]
+
+    first = fail_next(interrupted=True)  # slot 0
+    fail_next(diverged="loss is NaN")  # slot 1: settled, never retried
+    assert [t.number for t in budget.requeue_unsettled(study, max_retry=1)] == [first.number]
+    retry = study.get_trials(states=(optuna.trial.TrialState.WAITING,))[0]
+    assert retry.user_attrs == {budget.SLOT_ATTR: 0} and budget.retry_history(retry) == [first.number]
+    assert retry.params == first.params
+    second = fail_next(fault="tracking server down")  # the retry: fault 1 of 1 allowed
+    assert budget.requeue_unsettled(study, max_retry=1) == [study.trials[second.number]]
+    third = fail_next(fault="tracking server down")  # fault 2: no retry left
+    assert budget.requeue_unsettled(study, max_retry=1) == []
+    to_retry, given_up = budget.unsettled(study, max_retry=1)
+    assert to_retry == [] and [t.number for t in given_up] == [third.number]
+    assert budget.given_up_line(given_up[0]) == (
+        f"slot 0 given up after 3 attempts (trials {first.number}, {second.number}, {third.number}); "
+        "last failure: tracking server down"
+    )
+    assert budget.remaining(study) == (0, 0)

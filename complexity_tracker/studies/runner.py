@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import signal
 import sys
 import time
@@ -85,14 +86,22 @@ class InterruptGuard:
 
 
 class QuietTrialFailures(logging.Filter):
-    """Filter on Optuna's "Trial N failed ..." log records: a tracking fault is dropped (the worker
-    reports it in one line when it stops) and a diverged training keeps its line without the traceback."""
+    """Filter on Optuna's "Trial N failed ..." log records: a tracking fault's records are dropped
+    (the worker reports it in one line when it stops) and a diverged training keeps its lines
+    without the traceback."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._dropped: set[str] = set()
 
     def filter(self, record: logging.LogRecord) -> bool:
-        error = record.exc_info[1] if record.exc_info else None
-        if error is None:
+        trial = re.match(r"Trial (\d+) failed", record.getMessage())
+        if trial is None:
             return True
-        if tracking_outage(error) is not None:
+        error = record.exc_info[1] if record.exc_info else None
+        if error is not None and tracking_outage(error) is not None:
+            self._dropped.add(trial.group(1))
+        if trial.group(1) in self._dropped:
             return False
         if isinstance(error, TrainingDivergedError):
             record.exc_info, record.exc_text = None, None

@@ -83,7 +83,7 @@ def test_a_taken_port_is_one_line_and_exit_2(kind, mlflow_store, optuna_storage,
         started = time.monotonic()
         result = subprocess.run(cli_command(*server_args(kind, store, port)), cwd=tmp_path, env=clean_env(),
                                 capture_output=True, text=True, timeout=120)
-    assert result.returncode == 2
+    assert result.returncode == 2 and result.stdout == ""
     assert result.stderr.count("\n") == 1, result.stderr
     assert f"cannot serve on 127.0.0.1:{port}" in result.stderr and "--port N" in result.stderr
     assert time.monotonic() - started < 60

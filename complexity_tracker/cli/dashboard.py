@@ -45,6 +45,6 @@ def run(args: argparse.Namespace) -> int:
     if not storage_url:
         raise UIError(f"give a study config (e.g. studies/quickstart.toml), --storage URL or ${STORAGE_ENV}")
     command = dashboard_command(storage_url, args.host, args.port)
-    print(f"starting optuna-dashboard for {redact_url(storage_url)} on {args.host}:{args.port}", flush=True)
-    return serve(command, name="optuna-dashboard", host=args.host, port=args.port, ready_path="/api/studies",
+    return serve(command, name=f"optuna-dashboard of {redact_url(storage_url)}", host=args.host, port=args.port,
+                 ready_path="/api/studies",
                  hint="check --storage (e.g. sqlite:///optuna.db, journal:optuna.journal)")

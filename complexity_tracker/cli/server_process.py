@@ -79,10 +79,11 @@ def serve(command: Sequence[str], *, name: str, host: str, port: int, ready_path
     """Run ``command`` (a server on ``host:port``) until it exits or this process is signalled.
 
     Returns 0 when stopped by a signal, else the server's exit code.  Raises :class:`ServerError`
-    (one line, ending with ``hint``) when the port is taken or the server exits before
-    ``ready_path`` answers.
+    (one line, ending with ``hint``) when the port is taken, or the server exits or stays silent
+    for ``startup_timeout_s`` before ``ready_path`` answers (it is then stopped).
     """
     check_port_free(host, port)
+    print(f"starting {name} on {host}:{port}", flush=True)
     recent: collections.deque[str] = collections.deque(maxlen=200)
     ready = threading.Event()
     stopping: list[int] = []
@@ -109,8 +110,8 @@ def serve(command: Sequence[str], *, name: str, host: str, port: int, ready_path
         url = local_url(host, port, ready_path)
         while not stopping and process.poll() is None and not _answers(url):
             if time.monotonic() > deadline:
-                forward(signal.SIGTERM, None)
-                break
+                raise ServerError(f"{name} did not answer at {url} within {startup_timeout_s:.0f} s "
+                                  f"(last output: {error_summary(list(recent))}); {hint}")
             time.sleep(0.3)
         if not stopping and process.poll() is None:
             ready.set()

@@ -60,7 +60,6 @@ def run(args: argparse.Namespace) -> int:
             f"no tracking store at {store} (looked in {Path.cwd()}); train first "
             "(`complexity-tracker train`) or pass --backend-store-uri"
         )
-    print(f"starting the MLflow UI for {redact_url(store)} on {args.host}:{args.port}", flush=True)
-    return serve(mlflow_ui_command(store, args.host, args.port), name="the MLflow UI", host=args.host,
-                 port=args.port, ready_path="/health",
+    return serve(mlflow_ui_command(store, args.host, args.port), name=f"the MLflow UI of {redact_url(store)}",
+                 host=args.host, port=args.port, ready_path="/health",
                  hint="check --backend-store-uri (e.g. sqlite:///mlflow.db, postgresql://user@host/db)")

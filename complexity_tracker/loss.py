@@ -149,7 +149,8 @@ class KDEEntropyLoss(ComplexityLoss):
         is_conv = {name: z.ndim > 2 for name, z in records}
         total = []
         for names, stacked in group_layers(records):
-            width = self.kernel_width or (DEFAULT_KERNEL_WIDTH_CONV if is_conv[names[0]] else DEFAULT_KERNEL_WIDTH_VECTOR)
+            default = DEFAULT_KERNEL_WIDTH_CONV if is_conv[names[0]] else DEFAULT_KERNEL_WIDTH_VECTOR
+            width = self.kernel_width or default
             total.append(soft_kde_entropy(torch.sigmoid(self.beta * stacked), width).sum())
         return torch.stack(total).sum()
 

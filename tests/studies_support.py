@@ -164,3 +164,14 @@ def check_metric_steps(client: MlflowClient, run_id: str, metric: str, epochs: i
     last = epochs if epochs is not None else (steps[-1] if steps else -1)
     assert steps == list(range(last + 1)), f"{metric} of run {run_id}: steps {steps}"
     return steps
+
+
+def training_trials(storage: optuna.storages.BaseStorage, study_name: str) -> list[optuna.trial.FrozenTrial]:
+    """The study's RUNNING trials whose MLflow run exists (their training has started); [] before
+    the study exists."""
+    try:
+        running = optuna.load_study(study_name=study_name, storage=storage).get_trials(
+            deepcopy=False, states=(TrialState.RUNNING,))
+    except KeyError:
+        return []
+    return [t for t in running if RUN_ID_ATTR in t.user_attrs]

@@ -18,6 +18,7 @@ from studies_support import (
     clean_env,
     run_cli,
     scratch_postgres_database,
+    training_trials,
     wait_until,
     write_config,
 )
@@ -43,13 +44,8 @@ def test_sigkilled_worker_trial_is_retried(tmp_path: Path, mlflow_server_url: st
         storage = create_storage(storage_url, config.study)
 
         def victim_trial() -> optuna.trial.FrozenTrial | None:
-            try:
-                trials = optuna.load_study(study_name="heartbeat", storage=storage).get_trials(
-                    deepcopy=False, states=(TrialState.RUNNING,))
-            except KeyError:
-                return None
-            return next((t for t in trials if t.user_attrs.get("worker", "").endswith(f":{victim.pid}")
-                         and RUN_ID_ATTR in t.user_attrs), None)
+            return next((t for t in training_trials(storage, "heartbeat")
+                         if t.user_attrs["worker"].endswith(f":{victim.pid}")), None)
 
         try:
             wait_until(lambda: victim_trial() is not None, 180, "the first worker to train a trial")

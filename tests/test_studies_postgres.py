@@ -21,6 +21,7 @@ from studies_support import (
     clean_env,
     run_cli,
     scratch_postgres_database,
+    training_trials,
     wait_until,
     write_config,
 )
@@ -68,13 +69,8 @@ def test_four_workers_a_live_worker_takes_over_a_killed_workers_trial(tmp_path: 
         optuna_storage = create_storage(storage, config.study)
 
         def helper_training() -> optuna.trial.FrozenTrial | None:
-            try:
-                running = optuna.load_study(study_name="pg4", storage=optuna_storage).get_trials(
-                    deepcopy=False, states=(TrialState.RUNNING,))
-            except KeyError:
-                return None
-            return next((t for t in running if RUN_ID_ATTR in t.user_attrs
-                         and not t.user_attrs["worker"].endswith(f":{launcher.pid}")), None)
+            return next((t for t in training_trials(optuna_storage, "pg4")
+                         if not t.user_attrs["worker"].endswith(f":{launcher.pid}")), None)
 
         try:
             wait_until(lambda: helper_training() is not None, 240, "a helper worker to train a trial")

@@ -271,3 +271,18 @@ def test_failed_slots_are_retried_with_fresh_attributes_until_max_retry_faults(t
         "last failure: tracking server down"
     )
     assert budget.remaining(study) == (0, 0)
+
+
+def test_a_corrupt_sqlite_storage_is_one_line_naming_the_cause(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from complexity_tracker.cli.main import main
+
+    config = tmp_path / "c.toml"
+    config.write_text('[study]\nname = "c"\nn_trials = 2\n[run]\ndataset = "digits"\n[search]\ndepth = [1, 2]\n')
+    database = tmp_path / "optuna.db"
+    database.write_bytes(b"not a database\n" * 100)
+    assert main(["study", "status", str(config), "--storage", f"sqlite:///{database}"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error == (
+        f"complexity-tracker study: error: storage sqlite:///{database} is corrupt (file is not a database): "
+        "restore it from a backup, or pass --storage with a new file for a new study"
+    )

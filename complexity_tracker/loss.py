@@ -76,6 +76,8 @@ def soft_kde_entropy(gates: torch.Tensor, kernel_width: float) -> torch.Tensor:
 
 
 LayerGroup = tuple[tuple[str, ...], torch.Tensor]
+#: A linear map's ``(weight, bias)``.
+FoldedLinear = tuple[torch.Tensor, torch.Tensor]
 
 
 def group_layers(records: list[tuple[str, torch.Tensor]]) -> list[LayerGroup]:
@@ -182,8 +184,28 @@ class EnergyNetwork(nn.Sequential):
         """Stays in eval mode whatever ``mode`` is (see the class docstring)."""
         return super().train(False)
 
-    def forward(self, gates: torch.Tensor) -> torch.Tensor:
-        return super().forward(gates).squeeze(-1) * self.output_scale
+    def folded_layers(self) -> list[FoldedLinear]:
+        """Each linear map with its eval-mode BatchNorm folded in, then the output map: ``(weight, bias)`` pairs.
+
+        ``BN(W x) = gamma (W x - mean) / sqrt(var + eps) + beta`` is the linear map with rows scaled
+        by ``gamma / sqrt(var + eps)`` and bias ``beta - mean gamma / sqrt(var + eps)``; differentiable
+        in the parameters.  Evaluating f with them skips the BatchNorm passes (same f, rounding aside).
+        """
+        modules = list(self)
+        layers = []
+        for linear, norm in zip(modules[0:-1:3], modules[1:-1:3]):
+            scale = norm.weight * torch.rsqrt(norm.running_var + norm.eps)
+            layers.append((linear.weight * scale[:, None], norm.bias - norm.running_mean * scale))
+        return [*layers, (modules[-1].weight, modules[-1].bias)]
+
+    def forward(self, gates: torch.Tensor, layers: Sequence[FoldedLinear] | None = None) -> torch.Tensor:
+        """f at ``gates`` (N, d), shape (N,); with ``layers`` (from :meth:`folded_layers`) it uses those weights."""
+        if layers is None:
+            return super().forward(gates).squeeze(-1) * self.output_scale
+        hidden = gates
+        for weight, bias in layers[:-1]:
+            hidden = torch.relu(nn.functional.linear(hidden, weight, bias))
+        return nn.functional.linear(hidden, *layers[-1]).squeeze(-1) * self.output_scale
 
 
 class LayerDensity(nn.Module):
@@ -233,31 +255,71 @@ class LayerDensity(nn.Module):
         every row of the batch (as in the official code: each chain still gets standard noise).
         The clamp keeps ``s`` where log q is defined (the official code does not clamp).
         """
-        sample = start.detach()
-        for _ in range(steps):
-            with torch.enable_grad():
-                sample.requires_grad_(True)
-                energy = -(self.energy(sample) + self.log_q(sample)).sum()
-                (slope,) = torch.autograd.grad(energy, sample)
+        with torch.no_grad():
+            layers = self.energy.folded_layers()
+        return self._langevin_chain(start, steps, tau, layers)[0]
+
+    def _energy_slope(self, sample: torch.Tensor, layers: Sequence[FoldedLinear],
+                      wrt: Sequence[torch.Tensor] = ()) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """``dE/ds`` at ``sample`` for ``E = -sum_rows (f(s) + log q(s))``, and ``dE/dt`` for each tensor of ``wrt``."""
+        with torch.enable_grad():
+            point = sample.detach().requires_grad_(True)
+            energy = -(self.energy(point, layers) + self.log_q(point)).sum()
+            slope, *grads = torch.autograd.grad(energy, [point, *wrt])
+        return slope, grads
+
+    def _langevin_chain(self, start: torch.Tensor, steps: int, tau: float, layers: Sequence[FoldedLinear]
+                        ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """:meth:`langevin` with f's folded ``layers``, also returning ``dE/d layers`` at ``start`` (first step).
+
+        The gradient with respect to the layers is computed only when they require it.
+        """
+        wrt = [t for pair in layers for t in pair if t.requires_grad]
+        fixed = [(weight.detach(), bias.detach()) for weight, bias in layers]
+        sample, start_grads = start.detach(), []
+        for step in range(steps):
+            slope, grads = self._energy_slope(sample, layers if step == 0 else fixed, wrt if step == 0 else ())
+            if step == 0:
+                start_grads = grads
             noise = torch.randn((1, sample.shape[1]), device=sample.device, dtype=sample.dtype)
-            sample = (sample.detach() - 0.5 * tau * slope + math.sqrt(tau) * noise).clamp_(0.0, 1.0)
-        return sample
+            sample = (sample - 0.5 * tau * slope + math.sqrt(tau) * noise).clamp_(0.0, 1.0)
+        return sample, start_grads
 
     def contrastive_divergence(self, positive: torch.Tensor, steps: int, tau: float) -> None:
-        """One SGD step of f on ``mean f(Langevin samples) - mean f(batch)``, gradients clipped to +-1e-5."""
-        negative = self.langevin(positive, steps, tau)
-        self.energy.requires_grad_(True)
-        loss = self.energy(negative).mean() - self.energy(positive).mean()
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        nn.utils.clip_grad_value_(self.energy.parameters(), ENERGY_GRAD_CLIP)
+        """One SGD step of f on ``mean f(Langevin samples) - mean f(batch)``, gradients clipped to +-1e-5.
+
+        Computed with f's BatchNorm folded into its linear maps.  The batch term's gradient comes
+        from the first Langevin step, which evaluates f at the batch with the same weights, so f
+        runs forward and backward once less per update.
+        """
+        if steps < 1:
+            raise ValueError(f"contrastive divergence needs steps >= 1 Langevin moves, got {steps}")
+        parameters = list(self.energy.parameters())
+        with torch.enable_grad():
+            self.energy.requires_grad_(True)
+            try:
+                folded = [t for pair in self.energy.folded_layers() for t in pair]
+                leaves = [t.detach().requires_grad_(True) for t in folded]
+                layers = list(zip(leaves[0::2], leaves[1::2]))
+                negative, positive_grads = self._langevin_chain(positive, steps, tau, layers)
+                negative_grads = torch.autograd.grad(self.energy(negative, layers).mean(), leaves)
+                # dE/dt at the batch is -sum_rows df/dt, so the batch term -mean_rows df/dt is that / N
+                folded_grads = [negative_grad.add_(positive_grad, alpha=1.0 / positive.shape[0])
+                                for negative_grad, positive_grad in zip(negative_grads, positive_grads)]
+                parameter_grads = torch.autograd.grad(folded, parameters, folded_grads)
+            finally:
+                self.energy.requires_grad_(False)
+        for parameter, grad in zip(parameters, parameter_grads):
+            parameter.grad = grad
+        nn.utils.clip_grad_value_(parameters, ENERGY_GRAD_CLIP)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        self.energy.requires_grad_(False)
 
     def entropy(self, gates: torch.Tensor) -> torch.Tensor:
         """``mean(-f(g) - log q(g))`` over the batch, in bits; differentiable in ``gates`` only."""
-        return (-self.energy(gates) - self.log_q(gates)).mean() / _LN2
+        with torch.no_grad():
+            layers = self.energy.folded_layers()
+        return (-self.energy(gates, layers) - self.log_q(gates)).mean() / _LN2
 
 
 def hard_open_rates(preactivations: torch.Tensor) -> torch.Tensor:

@@ -26,6 +26,8 @@ LOSS_METHODS = ("none", "ebm", "kde", "marginal")
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("none", "cosine", "step")
 ESTIMATOR_NAMES = ("kde", "plugin")
+#: Total-correlation estimators (complexity_tracker.estimators.TC_METHODS, named here without importing torch).
+TC_METHOD_NAMES = ("kde", "plugin")
 
 
 #: Old setting names that now fail with a message naming the new one.
@@ -78,6 +80,7 @@ class RunConfig:
     probe_per_class: int = 100  # fits digits' default training split (its smallest class holds 116)
     estimator: str = "kde"
     kernel_width: float | None = None
+    tc_method: str = "kde"
     measure_every: int = 1
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -99,6 +102,7 @@ class RunConfig:
             "optimizer": OPTIMIZERS,
             "schedule": SCHEDULES,
             "estimator": ESTIMATOR_NAMES,
+            "tc_method": TC_METHOD_NAMES,
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:

@@ -13,7 +13,7 @@ from .data import load_data
 from .metrics import ComplexityReport
 from .models import build_model
 from .tracking import DEFAULT_EXPERIMENT, ComplexityTracker
-from .tracking_store import check_tracking_server, resolve_tracking_uri
+from .tracking_store import bound_tracking_retries, check_tracking_server, resolve_tracking_uri
 from .training import EpochCallback, seed_everything, train
 
 
@@ -77,7 +77,9 @@ def run_experiment(
     Raises:
         TrackingServerUnreachableError: the tracking server does not answer (before training).
     """
-    check_tracking_server(resolve_tracking_uri(tracking_uri))  # before the data are loaded
+    resolved_uri = resolve_tracking_uri(tracking_uri)
+    check_tracking_server(resolved_uri)  # before the data are loaded
+    bound_tracking_retries(resolved_uri)  # a server that dies mid-run costs about a minute, not MLflow's 4 per request
     seed_everything(config.seed, config.deterministic)
     data = load_data(config)
     model = build_model(config, data.input_shape, data.n_classes)
@@ -93,6 +95,7 @@ def run_experiment(
         tags=tags,
         config=config,
         estimator=config.estimator,
+        tc_method=config.tc_method,
         kernel_width=config.kernel_width,
         stochastic=None,
         measure_every=config.measure_every,

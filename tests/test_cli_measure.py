@@ -30,7 +30,7 @@ def test_measure_prints_a_table_per_layer_and_network(checkpoint, capsys):
     assert main(["measure", checkpoint, "--per-class", "30"]) == 0
     out = capsys.readouterr().out
     header, rule, *rows = out.splitlines()[1:]
-    assert header.split() == ["layer", "d", "N", "H", "I_XS", "I_XSY", "C", "TC"]
+    assert header.split() == ["layer", "d", "N", "H", "I_XS", "I_XSY", "C", "TC", "additivity_gap"]
     assert [row.split()[0] for row in rows] == ["net.2", "net.4", "network"]
     assert all(row.split()[2] == "300" for row in rows)
 
@@ -93,3 +93,24 @@ def test_the_kernel_width_flag_reaches_the_estimator_and_the_old_name_is_refused
         main(["measure", checkpoint, "--lam", "0.05"])
     assert exit_info.value.code == 2
     assert "--lam was renamed --kernel-width: use --kernel-width 0.05" in capsys.readouterr().err
+
+
+def test_the_tc_method_flag_chooses_the_total_correlation_estimator(checkpoint, capsys):
+    """With plug-in H and plug-in TC the additivity gap H + TC - C closes; with kde TC it need not."""
+    args = ["measure", checkpoint, "--per-class", "5", "--estimator", "plugin", "--layers", "net.4", "--json"]
+    assert main([*args, "--tc-method", "plugin"]) == 0
+    plugin = json.loads(capsys.readouterr().out)["layers"]
+    assert main([*args, "--tc-method", "kde"]) == 0
+    kde = json.loads(capsys.readouterr().out)["layers"]
+    assert [r["estimator_params"]["tc_method"] for r in plugin + kde] == ["plugin"] * len(plugin) + ["kde"] * len(kde)
+    assert all(abs(r["additivity_gap"]) < 1e-9 for r in plugin)
+    assert any(abs(r["additivity_gap"]) > 1e-3 for r in kde)
+
+
+def test_the_tc_method_names_of_the_config_are_the_estimators():
+    from complexity_tracker.config import TC_METHOD_NAMES
+    from complexity_tracker.estimators import TC_METHODS
+
+    assert sorted(TC_METHOD_NAMES) == sorted(TC_METHODS)
+    with pytest.raises(Exception, match="tc_method"):
+        RunConfig(tc_method="ksg")

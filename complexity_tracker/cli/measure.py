@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import TYPE_CHECKING
 
-from ..config import ESTIMATOR_NAMES
+from ..config import ESTIMATOR_NAMES, TC_METHOD_NAMES
 from ..text_table import format_table
 from .model_sources import add_run_arguments, load_models
 from .renamed import add_renamed_flag
@@ -14,7 +14,7 @@ from .renamed import add_renamed_flag
 if TYPE_CHECKING:
     from ..metrics import ComplexityReport
 
-COLUMNS = ("layer", "d", "N", "H", "I_XS", "I_XSY", "C", "TC")
+COLUMNS = ("layer", "d", "N", "H", "I_XS", "I_XSY", "C", "TC", "additivity_gap")
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -32,6 +32,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kernel-width", type=float, default=None,
                         help="kde kernel width (default: 0.01 vectors, 0.04 maps)")
     add_renamed_flag(parser, "--lam", "--kernel-width")
+    parser.add_argument("--tc-method", choices=TC_METHOD_NAMES, default=None,
+                        help="total-correlation estimator: kde (the paper's density ratio) or plugin (exact where "
+                             "patterns repeat) (default: the model's tc_method, kde)")
     parser.add_argument("--layers", nargs="+", default=None, help="layer names or glob patterns (default: all)")
     parser.add_argument("--stochastic", action="store_true", help="keep dropout/sampling on; estimate H(S|X)")
     parser.add_argument("--repeats", type=int, default=10, help="forward passes per input with --stochastic")
@@ -64,11 +67,13 @@ def run(args: argparse.Namespace) -> int:
         report = measure_complexity(
             model, data.x_train[probe], data.y_train[probe], layers=args.layers, estimator=args.estimator,
             stochastic=args.stochastic, repeats=args.repeats, kernel_width=args.kernel_width,
+            tc_method=args.tc_method or config.tc_method,
         )
         if args.json:
             print(json.dumps({**source, "layers": report.to_records()}))
         else:
             print(f"{path}: {config.model} depth {config.depth} width {config.width} on {config.dataset}, "
-                  f"estimator {args.estimator}, values in bits")
+                  f"estimator {args.estimator}, TC {args.tc_method or config.tc_method}, values in bits "
+                  "(additivity_gap = H + TC - C)")
             print(format_report(report))
     return 0

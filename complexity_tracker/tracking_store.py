@@ -27,6 +27,8 @@ TRACKING_RETRY_ENV = "COMPLEXITY_TRACKER_TRACKING_RETRY_S"
 DEFAULT_TRACKING_RETRY_S = 60.0
 _MAX_RETRIES_ENV = "MLFLOW_HTTP_REQUEST_MAX_RETRIES"
 _BACKOFF_FACTOR_ENV = "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"
+#: The ``NAME=value`` pairs bound_tracking_retries wrote, so a later budget replaces them but not the user's.
+_RETRIES_SET_ENV = "COMPLEXITY_TRACKER_MLFLOW_RETRIES_SET"
 _log = logging.getLogger(__name__)
 _QUOTES = "'\")"
 
@@ -99,8 +101,14 @@ def bound_tracking_retries(tracking_uri: str) -> float:
     total_s = float(os.environ.get(TRACKING_RETRY_ENV, DEFAULT_TRACKING_RETRY_S))
     factor = max(1, round(total_s / 30))
     retries = 0 if total_s < 1 else min(10, int(math.log2(total_s / factor + 2)))
-    os.environ.setdefault(_MAX_RETRIES_ENV, str(retries))
-    os.environ.setdefault(_BACKOFF_FACTOR_ENV, str(factor))
+    # Values an earlier call wrote (in this process or a parent) follow the current budget; the user's own stay.
+    written_before = os.environ.get(_RETRIES_SET_ENV, "").split(";")
+    written = []
+    for name, value in ((_MAX_RETRIES_ENV, retries), (_BACKOFF_FACTOR_ENV, factor)):
+        if name not in os.environ or f"{name}={os.environ[name]}" in written_before:
+            os.environ[name] = str(value)
+            written.append(f"{name}={value}")
+    os.environ[_RETRIES_SET_ENV] = ";".join(written)
     retries, factor = int(os.environ[_MAX_RETRIES_ENV]), float(os.environ[_BACKOFF_FACTOR_ENV])
     bounded = factor * (2**retries - 2) if retries > 1 else 0.0
     _RETRY_WARNING.watch(tracking_uri, bounded)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 import optuna
@@ -286,3 +287,19 @@ def test_a_corrupt_sqlite_storage_is_one_line_naming_the_cause(tmp_path: Path, c
         f"complexity-tracker study: error: storage sqlite:///{database} is corrupt (file is not a database): "
         "restore it from a backup, or pass --storage with a new file for a new study"
     )
+
+
+def test_a_later_retry_budget_replaces_the_one_written_before_but_not_the_users(monkeypatch) -> None:
+    """A process (or its parent) that bounded the retries once must not pin that budget for later
+    commands with another one, e.g. a subprocess started with COMPLEXITY_TRACKER_TRACKING_RETRY_S=6."""
+    from complexity_tracker import tracking_store
+
+    for name in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR",
+                 "COMPLEXITY_TRACKER_MLFLOW_RETRIES_SET", tracking_store.TRACKING_RETRY_ENV):
+        monkeypatch.delenv(name, raising=False)
+    assert 40 <= tracking_store.bound_tracking_retries("http://127.0.0.1:9") <= 60
+    monkeypatch.setenv(tracking_store.TRACKING_RETRY_ENV, "6")
+    assert tracking_store.bound_tracking_retries("http://127.0.0.1:9") <= 6
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")  # the user's own setting is kept
+    assert tracking_store.bound_tracking_retries("http://127.0.0.1:9") == 0.0
+    assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "1"

@@ -245,9 +245,6 @@ class VAEClassifier(ZooModel):
     which keeps the latent noisy (a variational information bottleneck).
     """
 
-    #: Gating states are random given the input in train mode (read by the tracker).
-    stochastic = True
-
     def __init__(self, input_shape: tuple[int, ...], n_classes: int, depth: int, width: int,
                  kl_weight: float = 1e-3) -> None:
         super().__init__(input_shape, n_classes)

@@ -132,11 +132,11 @@ def flatten_params(values: Mapping[str, Any], prefix: str = "") -> dict[str, str
 def is_stochastic(model: nn.Module) -> bool:
     """Whether the model's gating states are random for a fixed input in train mode.
 
-    True when it declares ``stochastic = True`` or holds a module that is random in train mode
-    (dropout, or a sampling layer marked ``samples_in_train_mode = True``; see
-    :func:`~complexity_tracker.nn_utils.find_stochastic_modules`).
+    True when it holds a module that is random in train mode (dropout, or a sampling layer marked
+    ``samples_in_train_mode = True``; see :func:`~complexity_tracker.nn_utils.find_stochastic_modules`),
+    the modules stochastic measurement switches on.
     """
-    return bool(getattr(model, "stochastic", False)) or bool(find_stochastic_modules(model))
+    return bool(find_stochastic_modules(model))
 
 
 def get_or_create_experiment(client: MlflowClient, name: str) -> str:

@@ -190,6 +190,13 @@ def check_repeats(repeats: int) -> int:
     return int(repeats)
 
 
+def check_tc_method(tc_method: str) -> str:
+    """Validate the total-correlation estimator's name."""
+    if tc_method not in TC_METHODS:
+        raise TCMethodError(f"unknown tc_method {tc_method!r}; choose one of {', '.join(TC_METHODS)}")
+    return tc_method
+
+
 _RENAMED_OPTIONS = {"lam": "kernel_width", "kde_lam": "kernel_width"}
 
 
@@ -324,8 +331,7 @@ def measure_complexity(
         )
     if isinstance(estimator, str):
         estimator = make_estimator(estimator, **({"kernel_width": kernel_width} if estimator == "kde" else {}))
-    if tc_method not in TC_METHODS:
-        raise TCMethodError(f"unknown tc_method {tc_method!r}; choose one of {', '.join(TC_METHODS)}")
+    check_tc_method(tc_method)
     if stochastic:
         repeats = check_repeats(repeats)
         if not find_stochastic_modules(model, stochastic_modules):

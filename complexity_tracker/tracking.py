@@ -57,6 +57,7 @@ from .metrics import (
     ComplexityReport,
     check_probe,
     check_repeats,
+    check_tc_method,
     class_balanced_probe,
     measure_complexity,
 )
@@ -217,6 +218,7 @@ class ComplexityTracker:
         if not isinstance(measure_every, int) or measure_every < 1:
             raise TrackerSettingError(f"measure_every must be an integer >= 1, got {measure_every!r}")
         check_repeats(repeats)
+        check_tc_method(tc_method)
         self.probe_inputs = probe_inputs
         self.probe_labels = torch.as_tensor(probe_labels)
         if self.probe_labels.ndim != 1 or len(self.probe_labels) != len(probe_inputs):

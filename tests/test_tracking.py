@@ -234,3 +234,12 @@ def test_bad_settings_are_rejected_before_any_run_starts(digits):
         ComplexityTracker(x[:10], torch.arange(10))  # one input per class: I(X;S;Y) needs 2
     with pytest.raises(ValueError, match="per_class <= "):
         ComplexityTracker.from_dataset(x, y, per_class=1000)
+
+
+def test_an_unknown_tc_method_is_refused_before_any_run_exists(tmp_path):
+    from complexity_tracker.estimators import TCMethodError
+
+    x, y = torch.rand(20, 1, 8, 8), torch.arange(20) % 2
+    with pytest.raises(TCMethodError, match="unknown tc_method 'ksg'"):
+        ComplexityTracker(x, y, tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", tc_method="ksg")
+    assert not (tmp_path / "mlflow.db").exists()
